@@ -1,0 +1,89 @@
+# The Unix board: the simulated plant as hardware, a directory as flash, the
+# control channel, and reboot / power-cut as the process sees them.
+#
+# <dir>/flash   the firmware's store (what survives on a board's flash)
+# <dir>/plant.json   the world outside the charger (EV, meter, temperature),
+#               which does not forget when the charger loses power
+import os
+import sys
+from firmware.core.clock import RealClock, SimClock
+from firmware.core.log import Log
+from firmware.core.store import Store
+from firmware.core import config as config_mod
+from firmware.sim.plant import Plant
+from firmware.sim.hw import SimHardware
+from firmware.station import Station
+from firmware.bench import Bench, BenchError
+
+
+class UnixBoard:
+    def __init__(self, opts, out=None):
+        self.opts = opts
+        self.out = out or sys.stdout
+        mode = opts["time"]
+        self.clock = RealClock() if mode == "real" else SimClock(mode)
+        d = opts["dir"]
+        self.dir = d
+        self.store = Store(d + "/flash")
+        self.store.on_cut = self.powercut
+        self.plant = Plant(opts["connectors_hw"], seed=opts["seed"], path=d + "/plant.json")
+        restored = self.plant.restore()
+        if restored and self.clock.simulated and self.plant.wall:
+            self.clock.set_wall(self.plant.wall)
+        self.hw = SimHardware(self.plant)
+        self.bench = Bench(self)
+        self.station = None
+        self.log = None
+
+    def boot(self):
+        echo = (lambda line: self.out.write(line + "\n")) if self.opts["echo_log"] else None
+        self.log = Log(self.clock, echo=echo)
+        self.store.log = self.log
+        cfg, errors = config_mod.load(self.store, self.opts["set"])
+        for e in errors:
+            self.log.error("config", e)
+        self.log.level = cfg["log_level"]
+        self.station = Station(self.hw, self.clock, self.store, cfg, self.log)
+        self.station.start()
+        return self.station
+
+    def status(self):
+        s = self.station.status()
+        p = self.plant
+        s["plant"] = {"temp_c": round(p.thermal.temp, 2), "ambient_c": p.thermal.ambient,
+                      "ev": [o.ev.state() for o in p.outlets],
+                      "contacts": [o.contactor.closed for o in p.outlets],
+                      "draw_ma": [int(o.ev.draw_ma) for o in p.outlets],
+                      "meter_wh": [round(o.meter.wh, 3) for o in p.outlets],
+                      "now": p.now}
+        s["time_mode"] = self.opts["time"]
+        return s
+
+    async def advance(self, req):
+        ms = req.get("ms")
+        if not self.clock.simulated or self.clock.mode != "step":
+            raise BenchError("advance: only with --time step")
+        if not isinstance(ms, int) or isinstance(ms, bool) or not 0 <= ms <= 7 * 86400000 or len(req) != 1:
+            raise BenchError("advance: ms must be int 0..604800000")
+        await self.clock.advance(ms)
+        return {"t": self.clock.ticks_ms()}
+
+    def reboot(self):
+        # A soft reboot: the coil drops, the firmware saves what it holds and
+        # comes up again from its store; the plant (the world) stays.
+        self.log.warn("board", "reboot requested")
+        self.station.stop()
+        self.plant.power_lost()
+        self.boot()
+
+    def powercut(self):
+        # The supply is gone: no flush, no goodbye. The world outside is kept.
+        self.plant.power_lost()
+        self.plant.wall = self.clock.wall()
+        self.plant.save()
+        try:
+            self.out.flush()
+        except AttributeError:
+            pass
+        os.system("kill -9 $PPID")
+        raise SystemExit(137)  # only reached if kill is not there

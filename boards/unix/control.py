@@ -1,0 +1,106 @@
+# The control channel: newline-delimited JSON over TCP on 127.0.0.1.
+# One request object per line, one reply per line; replies carry "ok" and,
+# when false, "error". A malformed line gets an error reply and nothing else
+# happens. Lines are read in bounded chunks so a client cannot make the
+# firmware buffer without end.
+import asyncio
+import json
+from firmware.bench import BenchError
+
+MAX_LINE = 4096
+
+
+class _LineReader:
+    # MicroPython has no async generators: readline() returns a complete line
+    # (bytes), None once for an over-long line, or b"" at end of stream.
+    def __init__(self, reader):
+        self.reader = reader
+        self.buf = b""
+        self.skipping = False
+
+    async def readline(self):
+        while True:
+            nl = self.buf.find(b"\n")
+            if nl >= 0:
+                line, self.buf = self.buf[:nl], self.buf[nl + 1:]
+                if self.skipping:
+                    self.skipping = False
+                    continue
+                return line
+            if len(self.buf) > MAX_LINE:
+                self.buf = b""
+                if not self.skipping:
+                    self.skipping = True
+                    return None
+            chunk = await self.reader.read(512)
+            if not chunk:
+                return b""
+            self.buf += chunk
+
+
+class ControlChannel:
+    def __init__(self, board, port):
+        self.board = board
+        self.port = port
+        self.server = None
+        self.requests = 0
+        self.errors = 0
+
+    async def start(self):
+        self.server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
+
+    async def _client(self, reader, writer):
+        try:
+            lines = _LineReader(reader)
+            while True:
+                line = await lines.readline()
+                if line == b"":
+                    break
+                reply = await self.handle(line)
+                writer.write(json.dumps(reply).encode() + b"\n")
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            try:
+                writer.close()
+                await writer.wait_closed()
+            except OSError:
+                pass
+
+    async def handle(self, line):
+        self.requests += 1
+        rid = None
+        try:
+            if line is None:
+                raise BenchError("line longer than %d bytes" % MAX_LINE)
+            line = line.strip()
+            if not line:
+                raise BenchError("empty line")
+            try:
+                req = json.loads(line)
+            except ValueError:
+                raise BenchError("not JSON")
+            if not isinstance(req, dict):
+                raise BenchError("request must be a JSON object")
+            op = req.pop("op", None)
+            rid = req.pop("id", None)
+            if not isinstance(op, str):
+                raise BenchError("request needs an \"op\" string")
+            if op == "advance":
+                r = await self.board.advance(req)
+            else:
+                r = self.board.bench.call(op, req)
+            reply = {"ok": True}
+            if r:
+                reply.update(r)
+        except BenchError as e:
+            self.errors += 1
+            reply = {"ok": False, "error": str(e)}
+        except Exception as e:  # never let a request take the firmware down
+            self.errors += 1
+            self.board.log.error("control", "request failed: %r" % e)
+            reply = {"ok": False, "error": "internal error: %r" % e}
+        if rid is not None:
+            reply["id"] = rid
+        return reply

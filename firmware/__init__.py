@@ -1,0 +1,1 @@
+# The charger firmware package. Board code under boards/ builds a Station from it.

@@ -1,0 +1,290 @@
+# Bench commands: what a technician types at the REPL (plug(32), ev("C"),
+# status(), ...) and what the Unix control channel accepts as JSON
+# ({"op": "plug", "amps": 32}). One table describes both, so they cannot drift.
+#
+# Each command takes its arguments by position at the REPL or by name in
+# JSON; the argument spec gives type and range, and a bad value gets an error
+# that names it. Plant commands need a simulated plant; on real hardware they
+# answer with an error.
+from firmware.evse import pilot as cp
+
+FAULTS = ("weld", "rcd", "ground", "meter", "pilot_short", "pilot_f", "temp_sensor", "stuck_open", "diode")
+CABLES = (13, 20, 32, 63, 70)
+
+# op: (help, [(arg, kind, default, lo, hi_or_choices)])
+# kinds: int, num, str, bool, choice, opt_num (number or None)
+CONN = ("c", "int", 1, 1, 4)
+COMMANDS = {
+    "help": ("list the commands", []),
+    "status": ("the charger's state in one block", []),
+    "plug": ("plug an EV in with a cable of this rating (A)", [("amps", "choice", 32, None, CABLES), CONN]),
+    "unplug": ("unplug the EV", [CONN]),
+    "ev": ("EV pilot state: A (unplug), B, C, D, E (short), F (pilot at -12 V), diode / nodiode",
+           [("state", "choice", None, None, ("A", "B", "C", "D", "E", "F", "diode", "nodiode")), CONN]),
+    "demand": ("current the EV wants to draw (A)", [("amps", "num", None, 0, 80), CONN]),
+    "evopt": ("EV manners: obey (stops without PWM), greedy (ignores duty), stop_ms, battery_wh, soc_pct",
+              [("obey", "opt_bool", None, None, None), ("greedy", "opt_bool", None, None, None),
+               ("stop_ms", "opt_int", None, 0, 60000), ("battery_wh", "opt_int", None, 0, 200000),
+               ("soc_pct", "opt_num", None, 0, 100), CONN]),
+    "temp": ("set the charger's temperature (C) and hold it there", [("celsius", "num", None, -40, 150)]),
+    "ambient": ("set the ambient temperature (C); the charger heats with current", [("celsius", "num", None, -40, 80)]),
+    "fault": ("inject a fault: " + ", ".join(FAULTS), [("name", "choice", None, None, FAULTS), CONN]),
+    "clear": ("remove an injected fault from the plant", [("name", "choice", None, None, FAULTS), CONN]),
+    "token": ("present an RFID token (starts, or stops its own session)", [("id", "str", None, 1, 20), CONN]),
+    "stop": ("stop charging from the charger's side", [CONN]),
+    "limit": ("external current limit (A), None to remove", [("amps", "opt_num", None, 0, 80), CONN]),
+    "available": ("make the connector available (True) or not", [("on", "bool", True, None, None), CONN]),
+    "service": ("service command: clear latched faults (e.g. weld) whose cause is gone",
+                [("code", "opt_str", None, 1, 20), CONN]),
+    "advance": ("advance simulated time (ms)", [("ms", "int", None, 0, 7 * 86400000)]),
+    "log": ("recent log entries", [("n", "int", 20, 1, 500), ("since", "int", 0, 0, 1 << 30)]),
+    "trace": ("the plant's recent switching events (a bench scope)", [("since", "int", 0, 0, 1 << 40)]),
+    "stall": ("test: stall the control task for ms", [("ms", "int", None, 1, 60000)]),
+    "reboot": ("reboot the firmware (contactor opens)", []),
+    "powercut": ("cut the power at once, as a pulled plug would", []),
+}
+
+
+class BenchError(Exception):
+    pass
+
+
+def check_args(op, args):
+    # Validate a JSON request's arguments; returns a kwargs dict.
+    spec = COMMANDS.get(op)
+    if spec is None:
+        raise BenchError("unknown op %r; see help" % (op,))
+    names = [a[0] for a in spec[1]]
+    for k in args:
+        if k not in names:
+            raise BenchError("%s: unknown argument %r" % (op, k))
+    out = {}
+    for name, kind, default, lo, hi in spec[1]:
+        if name not in args:
+            if default is None and not kind.startswith("opt_"):
+                raise BenchError("%s: missing argument %r" % (op, name))
+            out[name] = default
+            continue
+        v = args[name]
+        if kind.startswith("opt_"):
+            if v is None:
+                out[name] = None
+                continue
+            kind = kind[4:]
+        ok = True
+        isnum = isinstance(v, (int, float)) and not isinstance(v, bool)
+        if kind == "int":
+            ok = isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+        elif kind == "num":
+            ok = isnum and lo <= v <= hi
+        elif kind == "str":
+            ok = isinstance(v, str) and lo <= len(v) <= hi
+        elif kind == "bool":
+            ok = isinstance(v, bool)
+        elif kind == "choice":
+            ok = v in hi and type(v) is type(hi[0])
+        if not ok:
+            want = ("one of %s" % (hi,)) if kind == "choice" else (
+                "%s %s..%s" % (kind, lo, hi) if lo is not None else kind)
+            raise BenchError("%s: %s must be %s, got %r" % (op, name, want, v))
+        out[name] = v
+    return out
+
+
+class Bench:
+    # board: the running board (boards/unix or a dev board); it provides
+    # station, plant (or None), and reboot()/powercut()/advance().
+    def __init__(self, board):
+        self.board = board
+
+    def _conn(self, c):
+        conns = self.board.station.connectors
+        if not 1 <= c <= len(conns):
+            raise BenchError("connector %d does not exist (1..%d)" % (c, len(conns)))
+        return conns[c - 1]
+
+    def _outlet(self, c):
+        plant = self.board.plant
+        if plant is None:
+            raise BenchError("this board has no simulated plant")
+        self._conn(c)
+        return plant.outlets[c - 1]
+
+    def _changed(self):
+        self.board.hw.changed()
+
+    # --- commands (names match COMMANDS) ------------------------------------
+    def help(self):
+        return {"commands": {op: (h, [a[0] for a in spec]) for op, (h, spec) in COMMANDS.items()}}
+
+    def status(self):
+        return self.board.status()
+
+    def plug(self, amps=32, c=1):
+        from firmware.sim.plant import PP_OHM
+        o = self._outlet(c)
+        o.pp_ohm = PP_OHM[amps]
+        o.ev.plugged = True
+        o.ev.s2 = False
+        self._changed()
+        return {}
+
+    def unplug(self, c=1):
+        o = self._outlet(c)
+        o.ev.plugged = False
+        o.ev.s2 = False
+        o.pp_ohm = -1
+        self._changed()
+        return {}
+
+    def ev(self, state, c=1):
+        o = self._outlet(c)
+        ev = o.ev
+        if state == "A":
+            return self.unplug(c)
+        if state in ("diode", "nodiode"):
+            ev.diode = state == "diode"
+        elif state == "F":
+            o.pilot_f = True
+        else:
+            if not ev.plugged:
+                raise BenchError("ev: plug an EV in first")
+            o.pilot_f = False
+            ev.short = state == "E"
+            if state != "E":
+                ev.set_want(state in ("C", "D"), state == "D")
+        self._changed()
+        return {}
+
+    def demand(self, amps, c=1):
+        self._outlet(c).ev.demand_ma = int(amps * 1000)
+        self._changed()
+        return {}
+
+    def evopt(self, obey=None, greedy=None, stop_ms=None, battery_wh=None, soc_pct=None, c=1):
+        ev = self._outlet(c).ev
+        if obey is not None:
+            ev.obey = obey
+        if greedy is not None:
+            ev.greedy = greedy
+        if stop_ms is not None:
+            ev.stop_ms = stop_ms
+        if battery_wh is not None:
+            ev.capacity_wh = battery_wh
+        if soc_pct is not None:
+            ev.soc_wh = ev.capacity_wh * soc_pct / 100
+        self._changed()
+        return {"ev": ev.to_dict()}
+
+    def temp(self, celsius):
+        self._plant().thermal.set(celsius)
+        self._changed()
+        return {}
+
+    def ambient(self, celsius):
+        self._plant().thermal.ambient = float(celsius)
+        self._changed()
+        return {}
+
+    def _plant(self):
+        if self.board.plant is None:
+            raise BenchError("this board has no simulated plant")
+        return self.board.plant
+
+    def _inject(self, name, c, on):
+        o = self._outlet(c)
+        if name == "weld":
+            o.contactor.welded = on
+            if not on and not o.contactor.coil:
+                o.contactor.closed = False
+        elif name == "stuck_open":
+            o.contactor.stuck_open = on
+        elif name == "rcd":
+            o.residual_ma = 40 if on else 0
+        elif name == "ground":
+            o.ground_ok = not on
+        elif name == "meter":
+            o.meter.ok = not on
+        elif name == "pilot_short":
+            o.ev.short = on
+        elif name == "pilot_f":
+            o.pilot_f = on
+        elif name == "temp_sensor":
+            self._plant().thermal.sensor_ok = not on
+        elif name == "diode":
+            o.ev.diode = not on
+        self._changed()
+        return {}
+
+    def fault(self, name, c=1):
+        return self._inject(name, c, True)
+
+    def clear(self, name, c=1):
+        return self._inject(name, c, False)
+
+    def token(self, id, c=1):
+        conn = self._conn(c)
+        if conn.session is not None and conn.session["id_tag"] == id:
+            conn.stop("Local")
+            return {"result": "stopping"}
+        if conn.session is not None:
+            return {"result": "busy"}
+        if conn.pilot.state == cp.A:
+            return {"result": "no EV plugged in"}
+        ok = conn.authorize(id)
+        self._changed()
+        return {"result": "accepted" if ok else "refused"}
+
+    def stop(self, c=1):
+        ok = self._conn(c).stop("Local")
+        self._changed()
+        return {"result": "stopping" if ok else "no session"}
+
+    def limit(self, amps=None, c=1):
+        self._conn(c).set_limit("external", None if amps is None else int(amps * 1000))
+        self._changed()
+        return {}
+
+    def available(self, on=True, c=1):
+        self._conn(c).set_available(on)
+        self._changed()
+        return {}
+
+    def service(self, code=None, c=1):
+        done = self._conn(c).clear_latched(code)
+        self._changed()
+        if not done:
+            raise BenchError("service: nothing cleared (no such latched fault, or its cause is still there)")
+        return {"cleared": done}
+
+    def advance(self, ms):
+        raise BenchError("advance: only over the control channel with simulated time")
+
+    def log(self, n=20, since=0):
+        log = self.board.station.log
+        es = log.entries(max(since, log.seq - n))
+        return {"seq": log.seq, "entries": [{"seq": e[0], "t": e[1], "time": e[2], "level": e[3],
+                                             "src": e[4], "msg": e[5]} for e in es]}
+
+    def trace(self, since=0):
+        p = self._plant()
+        return {"now": p.now, "events": [list(e) for e in p.trace if e[0] >= since]}
+
+    def stall(self, ms):
+        self.board.station.control.stall_ms = ms
+        self._changed()
+        return {}
+
+    def reboot(self):
+        self.board.reboot()
+        return {}
+
+    def powercut(self):
+        self.board.powercut()
+        return {}
+
+    # --- entry points ----------------------------------------------------------
+    def call(self, op, args):
+        # For the control channel: validated kwargs in, dict out.
+        kw = check_args(op, args)
+        return getattr(self, op)(**kw)

@@ -1,0 +1,181 @@
+# Charger configuration: defaults, validation, loading from the store.
+#
+# Every key has a type and a range. A bad value is reported with its key and
+# replaced by the default, which is always the safe choice; a bad charger id
+# refuses start, since a charger that announces itself under the wrong name
+# is worse than one that stays off. Unknown keys are reported and ignored.
+import json
+
+# key: (kind, default, lo, hi, help)
+SCHEMA = {
+    "id": ("id", "SIM0001", 1, 48, "charge point id"),
+    "connectors": ("int", 1, 1, 4, "number of connectors"),
+    "max_current_a": ("num", 32, 6, 80, "configured maximum current per connector (A)"),
+    "phases": ("int", 3, 1, 3, "phases wired (1 or 3)"),
+    "voltage_v": ("int", 230, 100, 480, "nominal phase voltage (V)"),
+    "cable_a": ("int", 0, 0, 80, "tethered cable rating (A); 0 = socket, read PP"),
+    "ventilation": ("bool", False, 0, 0, "allow charging in state D"),
+    "free_vend": ("bool", True, 0, 0, "authorize every plugged-in EV"),
+    "close_delay_ms": ("int", 500, 0, 2500, "stable C before the contactor closes (ms)"),
+    "stop_force_ms": ("int", 6000, 3000, 6000, "force open after PWM off in C (ms)"),
+    "rcd_retry_s": ("int", 300, 10, 3600, "wait before retrying after an RCD trip (s)"),
+    "rcd_retries": ("int", 6, 0, 20, "RCD retries before a hard fault"),
+    "period_ms": ("int", 10, 1, 10, "control loop period (ms)"),
+    "meter_save_s": ("int", 60, 1, 3600, "energy register save interval (s)"),
+    "derate": ("derate", None, 0, 0, "thermal derating curve"),
+    "pins": ("dict", None, 0, 0, "board pin map overrides"),
+    "log_level": ("int", 20, 10, 40, "log level (10 debug .. 40 error)"),
+}
+
+# Defaults after OpenEVSE's ambient-sensor policy: half current at 65 C, a
+# quarter at 68 C, shutdown at 71 C. Steps back up need the temperature
+# hysteresis_c below the point and min_interval_s since the last change;
+# after a shutdown the charger resumes at resume_c on the lowest step.
+DERATE = {
+    "points": [[65, 50], [68, 25]],
+    "hysteresis_c": 3,
+    "shutdown_c": 71,
+    "resume_c": 62,
+    "min_interval_s": 30,
+}
+
+
+class ConfigError(Exception):
+    pass
+
+
+def _id_ok(v):
+    if not isinstance(v, str) or not 1 <= len(v) <= 48:
+        return False
+    for ch in v:
+        if not (ch.isalpha() or ch.isdigit() or ch in "-_.:"):
+            return False
+    return True
+
+
+def _check_derate(v, errors):
+    d = dict(DERATE)
+    if v is None:
+        return d
+    if not isinstance(v, dict):
+        errors.append("derate: must be an object; using defaults")
+        return d
+    for k in v:
+        if k not in DERATE:
+            errors.append("derate.%s: unknown key, ignored" % k)
+    pts = v.get("points", d["points"])
+    good = isinstance(pts, list) and len(pts) > 0
+    last_t, last_p = -100, 101
+    if good:
+        for p in pts:
+            if not (isinstance(p, list) and len(p) == 2 and _isnum(p[0]) and _isnum(p[1])
+                    and p[0] > last_t and 0 <= p[1] < last_p):
+                good = False
+                break
+            last_t, last_p = p[0], p[1]
+    if good:
+        d["points"] = pts
+    else:
+        errors.append("derate.points: must be [[temp_c, percent], ...] with rising temperature "
+                      "and falling percent; using %s" % d["points"])
+    for k, lo, hi in (("hysteresis_c", 0, 20), ("shutdown_c", 30, 120), ("resume_c", 0, 110),
+                      ("min_interval_s", 0, 600)):
+        if k in v:
+            x = v[k]
+            if _isnum(x) and lo <= x <= hi:
+                d[k] = x
+            else:
+                errors.append("derate.%s: must be a number %s..%s, got %r; using %s" % (k, lo, hi, x, d[k]))
+    if d["resume_c"] >= d["shutdown_c"] or d["points"][-1][0] >= d["shutdown_c"]:
+        errors.append("derate: need points < shutdown_c and resume_c < shutdown_c; using defaults")
+        d = dict(DERATE)
+    return d
+
+
+def _isnum(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def validate(raw):
+    # Return (config dict, list of error lines). Raises ConfigError when the
+    # charger must not start.
+    cfg = {}
+    errors = []
+    if not isinstance(raw, dict):
+        errors.append("config: must be a JSON object; using defaults")
+        raw = {}
+    for k in raw:
+        if k not in SCHEMA:
+            errors.append("%s: unknown key, ignored" % k)
+    for k, (kind, default, lo, hi, _) in SCHEMA.items():
+        present = k in raw
+        v = raw.get(k, default)
+        if kind == "derate":
+            cfg[k] = _check_derate(v, errors)
+            continue
+        if kind == "dict":
+            if v is None or isinstance(v, dict):
+                cfg[k] = dict(v or {})
+            else:
+                errors.append("%s: must be an object, got %r; ignored" % (k, v))
+                cfg[k] = {}
+            continue
+        ok = True
+        if kind == "id":
+            if not _id_ok(v):
+                raise ConfigError("%s: must be 1..48 letters, digits or -_.:, got %r" % (k, v))
+        elif kind == "bool":
+            ok = isinstance(v, bool)
+        elif kind == "int":
+            ok = isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+        elif kind == "num":
+            ok = _isnum(v) and lo <= v <= hi
+        if k == "phases" and v == 2:
+            ok = False
+        if not ok:
+            if present:
+                errors.append("%s: must be %s %s..%s, got %r; using %r" % (k, kind, lo, hi, v, default))
+            v = default
+        cfg[k] = v
+    return cfg, errors
+
+
+def parse_value(text):
+    # Command-line values: JSON when they parse (numbers, true, lists), else text.
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def apply_override(raw, assignment):
+    # "key=value" or "derate.shutdown_c=75"; returns an error line or None.
+    if "=" not in assignment:
+        return "override %r: expected key=value" % assignment
+    key, text = assignment.split("=", 1)
+    parts = key.split(".")
+    if parts[0] not in SCHEMA:
+        return "override %s: unknown key" % key
+    node = raw
+    for p in parts[:-1]:
+        nxt = node.get(p)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            node[p] = nxt
+        node = nxt
+    node[parts[-1]] = parse_value(text)
+    return None
+
+
+def load(store, overrides=()):
+    # Read config.json from the store, apply overrides, validate.
+    raw = store.read("config.json", None, plain=True)
+    errors = []
+    if raw is None:
+        raw = {}
+    for o in overrides:
+        e = apply_override(raw, o)
+        if e:
+            errors.append(e)
+    cfg, more = validate(raw)
+    return cfg, errors + more

@@ -1,0 +1,142 @@
+# Scheduler pieces on top of asyncio.
+#
+# Periodic: runs a function on a fixed period and records how late each run
+# started (a fixed histogram, no allocation per run). The control loop is one.
+# Watchdog: each critical task checks in; the watchdog feeds the board's
+# hardware watchdog only while all of them are alive, and calls on_stall once
+# when one is not, so the board can go to a safe state.
+# Slice: lets long work (JSON, file writes) yield after a bounded time.
+import asyncio
+import time
+from micropython import const
+
+_BUCKETS = const(101)  # lateness histogram: 0..99 ms, and 100+ ms
+
+
+class Lateness:
+    def __init__(self):
+        self.hist = [0] * _BUCKETS
+        self.count = 0
+        self.max = 0
+
+    def add(self, ms):
+        if ms < 0:
+            ms = 0
+        self.hist[ms if ms < _BUCKETS - 1 else _BUCKETS - 1] += 1
+        self.count += 1
+        if ms > self.max:
+            self.max = ms
+
+    def percentile(self, p):
+        if not self.count:
+            return 0
+        want = (self.count * p + 99) // 100
+        acc = 0
+        for i, n in enumerate(self.hist):
+            acc += n
+            if acc >= want:
+                return i
+        return _BUCKETS - 1
+
+    def reset(self):
+        for i in range(_BUCKETS):
+            self.hist[i] = 0
+        self.count = 0
+        self.max = 0
+
+    def summary(self):
+        return {"n": self.count, "p50": self.percentile(50), "p99": self.percentile(99), "max": self.max}
+
+
+class Periodic:
+    # fn(now) returns the ms until it must run again at the latest, or None
+    # for the normal period. Only tickless (simulated) clocks honour values
+    # above the period; a real board always runs at the fixed period.
+    def __init__(self, clock, period_ms, fn, name="control"):
+        self.clock = clock
+        self.period = period_ms
+        self.fn = fn
+        self.name = name
+        self.late = Lateness()
+        self.sleeper = clock.sleeper()
+        self.due = 0  # when the next run should start
+        self.stall_ms = 0  # test hook: stall the loop once, as a hung task would
+
+    def wake(self):
+        self.sleeper.wake()
+
+    async def run(self):
+        clock = self.clock
+        tdiff = time.ticks_diff
+        tadd = time.ticks_add
+        due = clock.ticks_ms()
+        while True:
+            now = clock.ticks_ms()
+            late = tdiff(now, due)
+            self.late.add(late)
+            nxt = self.fn(now)
+            if self.stall_ms:
+                ms, self.stall_ms = self.stall_ms, 0
+                await clock.sleep_ms(ms)
+            step = self.period
+            if clock.tickless and nxt is not None and nxt > step:
+                step = nxt
+            due = tadd(due if late < self.period else now, step)
+            self.due = due
+            wait = tdiff(due, clock.ticks_ms())
+            await self.sleeper.sleep_ms(wait if wait > 0 else 0)
+
+
+class Watchdog:
+    # Critical tasks are Periodic objects (or anything with a `due` tick).
+    def __init__(self, clock, log, grace_ms=250, check_ms=50, hw_wdt=None):
+        self.clock = clock
+        self.log = log
+        self.grace = grace_ms
+        self.check = check_ms
+        self.tasks = []
+        self.hw_wdt = hw_wdt  # object with feed(), or None
+        self.on_stall = None
+        self.stalled = None  # name of the stalled task, once seen
+
+    def watch(self, periodic):
+        self.tasks.append(periodic)
+
+    def alive(self, now):
+        for t in self.tasks:
+            if time.ticks_diff(now, t.due) > self.grace:
+                return t
+        return None
+
+    async def run(self):
+        clock = self.clock
+        while True:
+            now = clock.ticks_ms()
+            bad = self.alive(now)
+            if bad is None:
+                if self.stalled:
+                    self.log.warn("watchdog", "%s running again" % self.stalled)
+                    self.stalled = None
+                if self.hw_wdt:
+                    self.hw_wdt.feed()
+            elif not self.stalled:
+                self.stalled = bad.name
+                self.log.error("watchdog", "%s task stalled %d ms past due; safe state"
+                               % (bad.name, time.ticks_diff(now, bad.due)))
+                if self.on_stall:
+                    self.on_stall()
+            await clock.sleep_ms(self.check)
+
+
+class Slice:
+    # async-for friendly budget: `await sl.check()` yields once the caller has
+    # held the CPU for budget_ms of real time (CPU time is real even when the
+    # charger's clock is simulated).
+    def __init__(self, budget_ms=5):
+        self.budget = budget_ms
+        self.t0 = time.ticks_ms()
+
+    async def check(self):
+        if time.ticks_diff(time.ticks_ms(), self.t0) >= self.budget:
+            await asyncio.sleep_ms(0)
+            self.t0 = time.ticks_ms()

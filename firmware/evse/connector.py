@@ -1,0 +1,348 @@
+# One connector as a machine: joins pilot, contactor, faults, metering and the
+# limits from above into the IEC 61851-1 sequence. Knows nothing of OCPP: it
+# exposes state and accepts authorize / stop / availability / limits.
+#
+# tick() runs every control period. It reads what the board sampled, updates
+# the filtered pilot and the faults, then decides the pilot output and the
+# contactor. The contactor is closed only while every condition holds:
+# pilot C (or D with ventilation), PWM on, diode check passed, authorized,
+# available, no blocking fault, and C stable for close_delay_ms.
+import time
+from micropython import const
+from firmware.evse import pilot as cp
+from firmware.evse.pilot import Pilot, duty_for, DC_HIGH, DC_LOW
+from firmware.evse.contactor import Contactor, AUX_MS, GROUND_MS
+from firmware.evse.faults import Faults, TABLE, LATCHED, HARD_WINDOW_MS
+from firmware.evse.meter import EnergyRegister
+
+tdiff = time.ticks_diff
+tadd = time.ticks_add
+
+OC_WINDOW_MS = const(7000)  # EVerest: (offered + 0.5 A) * 1.1 for 7 s
+OC_OPEN_MS = const(1000)  # after an overcurrent stop, open 1 s after PWM off
+FOLLOW_MS = const(5000)  # an EV may take this long to follow a lower duty
+SLOW_MS = const(1000)  # longest tickless sleep
+
+# PP resistance (ohm) -> cable rating (mA), IEC 62196; outside = error.
+_PP = ((60, 0), (160, 63000), (450, 32000), (1000, 20000), (2200, 13000), (4500, 0))
+
+
+def cable_ma(ohm):
+    if ohm < 0:
+        return None  # no PP circuit
+    if ohm < _PP[0][0] or ohm > _PP[-1][0]:
+        return 0
+    for lim, ma in _PP[1:]:
+        if ohm <= lim:
+            return ma
+    return 0
+
+
+class Connector:
+    def __init__(self, idx, hw, cfg, clock, log, store):
+        self.idx = idx
+        self.id = idx + 1  # OCPP numbering
+        self.name = str(idx + 1)
+        self.hw = hw
+        self.cfg = cfg
+        self.clock = clock
+        self.log = log
+        self.src = "conn%d" % self.id
+        self.pilot = Pilot()
+        self.contactor = Contactor(hw, idx)
+        self.faults = Faults(clock, log, self.name, store)
+        self.energy = EnergyRegister(store, self.name)
+        max_ma = int(cfg["max_current_a"] * 1000)
+        # Limits from above, combined as the minimum. None = no limit.
+        self.limits = {"config": max_ma, "cable": None, "derate": None, "external": None}
+        self.offered_ma = 0
+        self.limited_by = "config"
+        self.out = DC_HIGH
+        hw.pilot(idx, DC_HIGH)
+        hw.contactor(idx, False)
+        self.authorized = False
+        self.id_tag = None
+        self.available = True
+        self.stop_req = None  # reason of an EVSE-initiated stop in progress
+        self.session = None  # dict while a session runs
+        self.last_session = None
+        self.pwm_on_at = None
+        self.pwm_off_at = None  # PWM went off while the contactor was closed
+        self.oc_since = None
+        self.oc_ref_ma = 0  # offered current the EV is held to (lags drops by FOLLOW_MS)
+        self.oc_ref_until = 0
+        self.rcd_trips = 0
+        self.rcd_retry_at = None
+        self.prev_state = cp.A
+        self.listeners = []  # fn(connector, event, detail), for the layer above
+        if hw.aux[idx]:
+            self.faults.raise_("weld", "aux contact closed at boot with the coil off", clock.ticks_ms())
+
+    # --- commands from above -------------------------------------------------
+    def authorize(self, id_tag="FREEVEND"):
+        if self.faults.blocking() or not self.available:
+            return False
+        if self.session is None:
+            self.authorized = True
+            self.id_tag = id_tag
+            self.stop_req = None
+            self._start_session(self.clock.ticks_ms())
+        return True
+
+    def stop(self, reason="Local"):
+        # EVSE-initiated stop: PWM off, the EV stops, open (forced at stop_force_ms).
+        if self.session is not None or self.authorized:
+            self.stop_req = reason
+            self.authorized = False
+            self.log.info(self.src, "stop requested: %s" % reason)
+            return True
+        return False
+
+    def set_limit(self, source, ma):
+        self.limits[source] = ma
+
+    def set_available(self, on):
+        self.available = on
+        if not on:
+            self.stop("Other")
+
+    def clear_latched(self, code=None):
+        # Service command: clear latched faults whose cause is gone.
+        done = []
+        for c in list(self.faults.active):
+            if (code is None or c == code) and TABLE[c][0] == LATCHED:
+                if c == "weld" and self.hw.aux[self.idx]:
+                    continue
+                self.faults.clear(c, "service command")
+                done.append(c)
+        return done
+
+    # --- the control tick ----------------------------------------------------
+    def _start_session(self, now):
+        self.session = {"start": now, "time": self.clock.wall(), "start_wh": self.energy.wh,
+                        "id_tag": self.id_tag, "reason": None}
+        self.log.info(self.src, "session started (%s)" % self.id_tag)
+        self._emit("session_start", self.session)
+
+    def _end_session(self, reason):
+        s = self.session
+        if s is None:
+            return
+        s["reason"] = reason
+        s["wh"] = self.energy.wh - s["start_wh"]
+        self.last_session = s
+        self.session = None
+        self.authorized = False
+        self.log.info(self.src, "session ended: %s, %d Wh" % (reason, s["wh"]))
+        self._emit("session_end", s)
+
+    def _emit(self, event, detail):
+        for fn in self.listeners:
+            fn(self, event, detail)
+
+    def _update_faults(self, now, st):
+        hw, i, f = self.hw, self.idx, self.faults
+        closed_for = self.contactor.closed_for(now)
+        early = 0 <= closed_for < HARD_WINDOW_MS
+        if st == cp.E:
+            f.raise_("pilot_short", "pilot at 0 V (state E)", now)
+        elif f.has("pilot_short") and st != cp.E:
+            f.clear("pilot_short", "pilot no longer shorted")
+        if st == cp.INVALID or (st == cp.F and self.out != DC_LOW):
+            f.raise_("pilot", "pilot level %d mV outside every band" % self.pilot.hi_mv, now)
+        elif f.has("pilot") and st <= cp.D:
+            f.clear("pilot", "pilot level valid again")
+        if self.pilot.diode_fault:
+            f.raise_("diode", "low half at %d mV with PWM on (no EV diode)" % self.pilot.lo_mv, now)
+        if hw.rcd[i]:
+            if not f.has("rcd"):
+                self.rcd_trips += 1
+                hard = early or self.rcd_trips > self.cfg["rcd_retries"]
+                f.raise_("rcd", "residual current trip %d" % self.rcd_trips, now, hard)
+                self.rcd_retry_at = tadd(now, self.cfg["rcd_retry_s"] * 1000)
+        if f.has("rcd") and not f.active["rcd"].hard and tdiff(now, self.rcd_retry_at) >= 0:
+            hw.rcd_reset(i)
+            f.clear("rcd", "retry %d of %d" % (self.rcd_trips, self.cfg["rcd_retries"]))
+        if closed_for >= GROUND_MS and not hw.ground_ok[i]:
+            f.raise_("ground", "no protective earth after closing", now, early)
+        r = self.contactor.check(now, hw.aux[i])
+        if r is not None:
+            f.raise_(r[0], r[1], now)
+        if hw.meter_wh[i] is None:
+            f.raise_("meter", "energy meter not answering", now)
+        elif f.has("meter"):
+            f.clear("meter", "meter answering again")
+        # Overcurrent against the highest current offered in the last
+        # FOLLOW_MS: an EV may take that long to follow a lower duty.
+        if self.offered_ma >= self.oc_ref_ma:
+            self.oc_ref_ma = self.offered_ma
+            self.oc_ref_until = tadd(now, FOLLOW_MS)
+        elif tdiff(now, self.oc_ref_until) >= 0:
+            self.oc_ref_ma = self.offered_ma
+        if self.contactor.cmd and hw.current_ma[i] * 10 > (self.oc_ref_ma + 500) * 11:
+            if self.oc_since is None:
+                self.oc_since = now
+            elif tdiff(now, self.oc_since) >= OC_WINDOW_MS:
+                f.raise_("overcurrent", "EV drew %d mA for %d ms with %d mA offered" % (
+                    hw.current_ma[i], OC_WINDOW_MS, self.oc_ref_ma), now)
+        else:
+            self.oc_since = None
+
+    def _offered(self):
+        best, by = 1 << 30, "config"
+        for k, v in self.limits.items():
+            if v is not None and v < best:
+                best, by = v, k
+        self.limited_by = by
+        return best
+
+    def tick(self, now):
+        # Returns the ms this connector can sleep (tickless simulation).
+        hw, i, f = self.hw, self.idx, self.faults
+        c = self.contactor
+        st = self.pilot.update(now, hw.cp_hi[i], hw.cp_lo[i], 0 < self.out < DC_HIGH, self.out == DC_LOW)
+        if st != self.prev_state:
+            self._on_state(now, self.prev_state, st)
+            self.prev_state = st
+        self._update_faults(now, st)
+        offered = self._offered()
+        blocking = f.blocking()
+        plugged = cp.B <= st <= cp.D
+        want_pwm = (not blocking and self.available and plugged and self.authorized
+                    and self.stop_req is None and offered >= 6000)
+        self.offered_ma = offered if want_pwm else 0
+        if f.holding_f(now):
+            out = DC_LOW
+        elif want_pwm:
+            out = duty_for(offered)
+        else:
+            out = DC_HIGH
+        if out != self.out:
+            if 0 < out < DC_HIGH and not (0 < self.out < DC_HIGH):
+                self.pwm_on_at = now
+            self.out = out
+            hw.pilot(i, out)
+        pwm = 0 < out < DC_HIGH
+        can_charge = st == cp.C or (st == cp.D and self.cfg["ventilation"])
+        if c.cmd:
+            if not can_charge or f.open_now() or self.pilot.diode_fault:
+                c.open(now)
+                self.log.info(self.src, "contactor opened: %s" % self._why_open(st))
+            elif not pwm:
+                if self.pwm_off_at is None:
+                    self.pwm_off_at = now
+                force = OC_OPEN_MS if f.has("overcurrent") else self.cfg["stop_force_ms"]
+                if tdiff(now, self.pwm_off_at) >= force:
+                    c.open(now)
+                    self.log.warn(self.src, "contactor forced open: EV still in %s %d ms after PWM off"
+                                  % (cp.NAMES[st], force))
+            else:
+                self.pwm_off_at = None
+        elif (pwm and can_charge and self.pilot.diode_ok and self.authorized and not blocking
+              and tdiff(now, self.pilot.since) >= self.cfg["close_delay_ms"]):
+            c.close(now)
+            self.pwm_off_at = None
+            self.log.info(self.src, "contactor closed: EV in %s, %d mA offered" % (cp.NAMES[st], offered))
+        if not c.cmd:
+            self.pwm_off_at = None
+            if self.stop_req is not None and self.session is not None:
+                self._end_session(self.stop_req)
+        return self._quiet(now, st)
+
+    def _why_open(self, st):
+        if self.faults.open_now():
+            return "fault " + ",".join(self.faults.active)
+        if self.pilot.diode_fault:
+            return "diode fault"
+        return "EV in state %s" % cp.NAMES[st]
+
+    def _on_state(self, now, old, st):
+        self.log.info(self.src, "pilot %s -> %s" % (cp.NAMES[old], cp.NAMES[st]))
+        if st == cp.A:
+            self.faults.unplugged()
+            if self.pilot.diode_fault:
+                self.pilot.clear_diode()
+            if self.rcd_trips:
+                self.hw.rcd_reset(self.idx)
+                self.rcd_trips = 0
+            if self.session is not None:
+                self._end_session("EVDisconnected")
+            self.authorized = False
+            self.stop_req = None
+            self.id_tag = None
+        elif old == cp.A and cp.B <= st <= cp.D:
+            pp = cable_ma(self.hw.pp_ohm[self.idx])
+            if self.cfg["cable_a"]:
+                pp = self.cfg["cable_a"] * 1000
+            if pp == 0:
+                self.log.warn(self.src, "cable PP %d ohm out of range: not charging" % self.hw.pp_ohm[self.idx])
+            self.limits["cable"] = pp
+            if self.cfg["free_vend"] and not self.faults.blocking() and self.available:
+                self.authorize("FREEVEND")
+
+    def _quiet(self, now, st):
+        # How long nothing here can change without an input changing.
+        c = self.contactor
+        if (self.pilot.raw != st or self.faults.hold_until is not None or self.oc_since is not None
+                or self.pwm_off_at is not None or self.hw.aux[self.idx] != c.cmd
+                or tdiff(now, c.cmd_at) < AUX_MS + GROUND_MS + 100
+                or (self.pwm_on_at is not None and tdiff(now, self.pwm_on_at) < 100)):
+            return 0
+        if (0 < self.out < DC_HIGH and not c.cmd and st in (cp.C, cp.D)
+                and not self.faults.blocking()):
+            return 0  # waiting out close_delay_ms
+        q = SLOW_MS
+        if self.rcd_retry_at is not None and self.faults.has("rcd"):
+            q = min(q, max(0, tdiff(self.rcd_retry_at, now)))
+        if tdiff(now, self.oc_ref_until) < 0:
+            q = min(q, tdiff(self.oc_ref_until, now))
+        return q
+
+    # --- what a technician or the layer above sees --------------------------
+    def status_name(self):
+        st = self.pilot.state
+        if self.faults.blocking():
+            return "Faulted"
+        if not self.available:
+            return "Unavailable"
+        if st == cp.A:
+            return "Available"
+        if self.contactor.cmd:
+            return "Charging" if self.out != DC_HIGH else "SuspendedEVSE"
+        if self.session is None:
+            return "Finishing" if self.last_session is not None and self.last_session.get("reason") != "EVDisconnected" else "Preparing"
+        if self.offered_ma < 6000:
+            return "SuspendedEVSE"
+        if st == cp.B:
+            return "SuspendedEV"
+        return "Preparing"
+
+    def status(self):
+        now = self.clock.ticks_ms()
+        s = self.session
+        return {
+            "connector": self.id,
+            "status": self.status_name(),
+            "pilot": cp.NAMES[self.pilot.state],
+            "pilot_hi_mv": self.pilot.hi_mv,
+            "pilot_lo_mv": self.pilot.lo_mv,
+            "duty_pm": self.out,
+            "pwm": 0 < self.out < DC_HIGH,
+            "offered_ma": self.offered_ma,
+            "limit_ma": self._offered(),
+            "limited_by": self.limited_by,
+            "limits": dict(self.limits),
+            "contactor": self.contactor.cmd,
+            "aux": bool(self.hw.aux[self.idx]),
+            "authorized": self.authorized,
+            "available": self.available,
+            "faults": [x.info() for x in self.faults.active.values()],
+            "error_code": self.faults.ocpp_error(),
+            "energy_wh": self.energy.wh,
+            "power_w": self.energy.power_w,
+            "current_ma": self.energy.current_ma,
+            "session": None if s is None else {"id_tag": s["id_tag"], "wh": self.energy.wh - s["start_wh"],
+                                               "ms": tdiff(now, s["start"])},
+            "last_session": self.last_session,
+            "rcd_trips": self.rcd_trips,
+        }

@@ -1,0 +1,65 @@
+# Contactor sequencing and supervision for one connector.
+#
+# The relay is driven through the board; the aux (mirror) contact tells what
+# the contacts really did. After every switch the aux must follow within
+# AUX_MS; a contactor still closed AUX_MS after the coil was released is
+# welded (latched fault, PowerSwitchFailure), one that does not close is a
+# recoverable switch failure. An aux that changes by itself is a fault too.
+import time
+from micropython import const
+
+AUX_MS = const(1000)
+GROUND_MS = const(1000)  # ground check this long after closing
+
+
+class Contactor:
+    def __init__(self, hw, idx):
+        self.hw = hw
+        self.idx = idx
+        self.cmd = False  # coil energised
+        self.cmd_at = 0
+        self.closed_at = None  # when aux confirmed closed
+        self.opens = 0  # switching counts, for the service log
+        self.closes = 0
+
+    def close(self, now):
+        if not self.cmd:
+            self.cmd = True
+            self.cmd_at = now
+            self.closes += 1
+            self.hw.contactor(self.idx, True)
+
+    def open(self, now):
+        if self.cmd:
+            self.cmd = False
+            self.cmd_at = now
+            self.opens += 1
+            self.hw.contactor(self.idx, False)
+
+    def force_open(self):
+        # From the watchdog, outside the control loop; drive the coil only.
+        self.cmd = False
+        self.hw.contactor(self.idx, False)
+
+    def check(self, now, aux):
+        # Returns (fault code, cause) or None.
+        settled = time.ticks_diff(now, self.cmd_at) >= AUX_MS
+        if self.cmd:
+            if aux:
+                if self.closed_at is None:
+                    self.closed_at = now
+            elif self.closed_at is not None:
+                self.closed_at = None
+                return ("switch", "aux contact opened while the contactor was held closed")
+            elif settled:
+                return ("switch", "contactor did not close within %d ms" % AUX_MS)
+        else:
+            self.closed_at = None
+            if aux and settled:
+                return ("weld", "contactor still closed %d ms after opening (welded)" % AUX_MS)
+        return None
+
+    def closed_for(self, now):
+        if self.closed_at is None:
+            return -1
+        return time.ticks_diff(now, self.closed_at)

@@ -1,0 +1,151 @@
+# Fault codes, their severity and OCPP 1.6 error code, and the set of active
+# faults of one connector.
+#
+# Severity:
+#   DERATE      informational; charging goes on at a lower current
+#   RECOVERABLE blocks charging; clears by itself when the cause is gone
+#               (or by the retry policy); some also clear on unplug
+#   LATCHED     blocks charging; persisted, survives reboot, cleared only by a
+#               service command once the cause is gone
+# Every blocking fault opens the contactor, holds the pilot at F for at least
+# HOLD_F_MS, then returns to B1/C1 (+12 V, no PWM).
+import time
+from micropython import const
+
+DERATE = const(0)
+RECOVERABLE = const(1)
+LATCHED = const(2)
+SEVERITY = ("derate", "recoverable", "latched")
+
+HOLD_F_MS = const(300)
+HARD_WINDOW_MS = const(2000)  # a fault this soon after closing is hard (OpenEVSE)
+
+# code: (severity, OCPP ChargePointErrorCode, opens at once?, clears on unplug?)
+# "at once" faults open the contactor the same tick; the others stop the
+# session the EVSE way (PWM off, EV stops, force open at stop_force_ms).
+TABLE = {
+    "rcd": (RECOVERABLE, "GroundFailure", True, True),
+    "ground": (RECOVERABLE, "GroundFailure", True, True),
+    "diode": (RECOVERABLE, "GroundFailure", True, True),
+    "pilot_short": (RECOVERABLE, "EVCommunicationError", True, False),
+    "pilot": (RECOVERABLE, "EVCommunicationError", True, False),
+    "overcurrent": (RECOVERABLE, "OverCurrentFailure", False, True),
+    "weld": (LATCHED, "PowerSwitchFailure", True, False),
+    "switch": (RECOVERABLE, "PowerSwitchFailure", True, True),
+    "meter": (RECOVERABLE, "PowerMeterFailure", False, False),
+    "overtemp": (RECOVERABLE, "HighTemperature", False, False),
+    "temp_sensor": (RECOVERABLE, "OtherError", False, False),
+    "hot": (DERATE, "HighTemperature", False, False),
+    "watchdog": (RECOVERABLE, "InternalError", True, False),
+    "internal": (RECOVERABLE, "InternalError", True, False),
+}
+
+
+class Fault:
+    def __init__(self, code, now, wall, cause, hard=False):
+        self.code = code
+        self.since = now
+        self.wall = wall
+        self.cause = cause
+        self.hard = hard  # no automatic retry; unplug or service clears
+
+    def info(self):
+        sev, ocpp = TABLE[self.code][0], TABLE[self.code][1]
+        return {"code": self.code, "severity": SEVERITY[sev], "ocpp": ocpp,
+                "cause": self.cause, "since": self.since, "time": self.wall, "hard": self.hard}
+
+
+class Faults:
+    def __init__(self, clock, log, name, store=None):
+        self.clock = clock
+        self.log = log
+        self.name = name
+        self.store = store
+        self.active = {}
+        self.hold_until = None  # pilot F until this tick
+        self.changed = False  # set on every raise/clear; the station persists latched ones
+        self._load()
+
+    def _key(self):
+        return "latched%s.json" % self.name
+
+    def _load(self):
+        if not self.store:
+            return
+        rec = self.store.read(self._key(), [])
+        if not isinstance(rec, list):
+            return
+        now = self.clock.ticks_ms()
+        for r in rec:
+            try:
+                code = r["code"]
+                if code in TABLE and TABLE[code][0] == LATCHED:
+                    self.active[code] = Fault(code, now, r.get("time", 0), r.get("cause", "") + " (latched before reboot)", True)
+                    self.hold_until = time.ticks_add(now, HOLD_F_MS)
+            except (KeyError, TypeError, AttributeError):
+                pass
+
+    def latched_records(self):
+        return [f.info() for f in self.active.values() if TABLE[f.code][0] == LATCHED]
+
+    def raise_(self, code, cause, now, hard=False):
+        f = self.active.get(code)
+        if f is not None:
+            if hard and not f.hard:
+                f.hard = True
+                self.changed = True
+            return False
+        self.active[code] = Fault(code, now, self.clock.wall(), cause, hard)
+        sev = TABLE[code][0]
+        if sev != DERATE:
+            self.hold_until = time.ticks_add(now, HOLD_F_MS)
+            self.log.error("conn%s" % self.name, "fault %s (%s, %s%s): %s" % (
+                code, SEVERITY[sev], TABLE[code][1], ", hard" if hard else "", cause))
+        else:
+            self.log.warn("conn%s" % self.name, "%s: %s" % (code, cause))
+        self.changed = True
+        return True
+
+    def clear(self, code, why):
+        f = self.active.pop(code, None)
+        if f is not None:
+            self.log.info("conn%s" % self.name, "cleared %s: %s" % (code, why))
+            self.changed = True
+        return f is not None
+
+    def has(self, code):
+        return code in self.active
+
+    def blocking(self):
+        for f in self.active.values():
+            if TABLE[f.code][0] != DERATE:
+                return True
+        return False
+
+    def open_now(self):
+        for f in self.active.values():
+            if TABLE[f.code][2]:
+                return True
+        return False
+
+    def holding_f(self, now):
+        if self.hold_until is None:
+            return False
+        if time.ticks_diff(now, self.hold_until) < 0:
+            return True
+        self.hold_until = None
+        return False
+
+    def unplugged(self):
+        for code in list(self.active):
+            if TABLE[code][3]:
+                self.clear(code, "EV unplugged")
+
+    def ocpp_error(self):
+        # The most severe active fault's error code, for StatusNotification.
+        best, rank = "NoError", -1
+        for f in self.active.values():
+            sev = TABLE[f.code][0]
+            if sev > rank:
+                best, rank = TABLE[f.code][1], sev
+        return best

@@ -1,0 +1,46 @@
+# Energy register: a Wh count that only ever rises and survives reboot.
+#
+# The board's meter reports its own register (a real meter keeps it in its
+# own memory; the simulated one in the plant). We add up positive steps of it,
+# so a meter that is replaced or restarts from zero never makes the charger's
+# register go back. The register is saved by the station's store task, never
+# from the control loop.
+class EnergyRegister:
+    def __init__(self, store, name):
+        self.store = store
+        self.key = "energy%s.json" % name
+        rec = store.read(self.key, None) if store else None
+        self.wh = 0
+        self.last_meter = None  # last meter register seen, Wh
+        if isinstance(rec, dict):
+            wh, last = rec.get("wh"), rec.get("meter")
+            if isinstance(wh, int) and wh >= 0:
+                self.wh = wh
+            if isinstance(last, int):
+                self.last_meter = last
+        self.saved_wh = self.wh
+        self.power_w = 0
+        self.current_ma = 0
+        self.voltage_mv = 0
+        self.ok = True
+
+    def update(self, meter_wh, power_w, current_ma, voltage_mv):
+        # meter_wh None means the meter did not answer.
+        if meter_wh is None:
+            self.ok = False
+            return
+        self.ok = True
+        self.power_w = power_w
+        self.current_ma = current_ma
+        self.voltage_mv = voltage_mv
+        last = self.last_meter
+        if last is not None and meter_wh > last:
+            self.wh += meter_wh - last
+        self.last_meter = meter_wh  # a drop means a new or reset meter: keep counting from here
+
+    def dirty(self):
+        return self.wh != self.saved_wh
+
+    def save(self):
+        self.store.write(self.key, {"wh": self.wh, "meter": self.last_meter})
+        self.saved_wh = self.wh

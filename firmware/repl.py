@@ -1,0 +1,149 @@
+# A REPL that runs as a task beside the charger (the role micropython-lib's
+# aiorepl plays): the technician gets ">>> " on the console while the control
+# loop keeps running. Bench commands are plain functions in its namespace.
+# A command that raises prints its error; the charger is not touched.
+import asyncio
+import sys
+from firmware.bench import COMMANDS, BenchError, check_args
+
+
+def _fmt_a(ma):
+    return "%d.%d A" % (ma // 1000, (ma % 1000) // 100)
+
+
+def format_status(s):
+    # One readable block for status() at the REPL.
+    up = s["uptime_ms"] // 1000
+    lines = ["%s  firmware %s (slot %s)  boot #%d  up %d:%02d:%02d  time %d" % (
+        s["id"], s["version"], s["slot"], s["boots"], up // 3600, up // 60 % 60, up % 60, s["time"])]
+    t = s["temp_c"]
+    lines.append("temperature %s  derate %d%%  watchdog %s  ocpp %s" % (
+        "sensor failed" if t is None else "%.1f C" % t, s["derate_pct"], s["watchdog"], s["ocpp"]))
+    for c in s["connectors"]:
+        duty = c["duty_pm"]
+        if duty >= 1000:
+            pwm = "PWM off (+12 V)"
+        elif duty <= 0:
+            pwm = "F (-12 V)"
+        else:
+            pwm = "PWM %d.%d%% = %s" % (duty // 10, duty % 10, _fmt_a(c["offered_ma"]))
+        lines.append("connector %d  %-13s pilot %s (%+.1f V / %+.1f V)  %s  limit %s (%s)" % (
+            c["connector"], c["status"], c["pilot"], c["pilot_hi_mv"] / 1000, c["pilot_lo_mv"] / 1000,
+            pwm, _fmt_a(c["limit_ma"]), c["limited_by"]))
+        lines.append("  contactor %s (aux %s)  energy %.3f kWh  %.2f kW  %s" % (
+            "closed" if c["contactor"] else "open", "closed" if c["aux"] else "open",
+            c["energy_wh"] / 1000, c["power_w"] / 1000, _fmt_a(c["current_ma"])))
+        ses = c["session"]
+        if ses:
+            lines.append("  session %s  %.3f kWh  %d s" % (ses["id_tag"], ses["wh"] / 1000, ses["ms"] // 1000))
+        if c["faults"]:
+            for f in c["faults"]:
+                lines.append("  fault %s (%s, %s): %s" % (f["code"], f["severity"], f["ocpp"], f["cause"]))
+        else:
+            lines.append("  faults: none")
+    la = s["lateness"]
+    lines.append("control loop lateness p50 %d ms  p99 %d ms  max %d ms  (%d runs)" % (
+        la["p50"], la["p99"], la["max"], la["n"]))
+    sim = s.get("plant")
+    if sim:
+        lines.append("plant: " + "  ".join("%s=%s" % (k, sim[k]) for k in sorted(sim)))
+    return "\n".join(lines)
+
+
+def namespace(bench):
+    # The functions a technician can call. Each validates like the control
+    # channel does, prints a readable answer and returns None.
+    ns = {}
+
+    def make(op):
+        names = [a[0] for a in COMMANDS[op][1]]
+
+        def cmd(*args, **kw):
+            try:
+                if len(args) > len(names):
+                    raise BenchError("%s takes at most %d arguments" % (op, len(names)))
+                for n, v in zip(names, args):
+                    kw[n] = v
+                r = getattr(bench, op)(**check_args(op, kw))
+            except BenchError as e:
+                print("error:", e)
+                return None
+            if op == "status":
+                print(format_status(r))
+            elif op == "help":
+                for k, (h, a) in sorted(r["commands"].items()):
+                    print("  %s(%s)  %s" % (k, ", ".join(a), h))
+            elif op == "log":
+                for e in r["entries"]:
+                    print("%d %d.%03d %s: %s" % (e["seq"], e["t"] // 1000, e["t"] % 1000, e["src"], e["msg"]))
+            elif r:
+                print(r)
+        return cmd
+
+    for op in COMMANDS:
+        if op != "advance":
+            ns[op] = make(op)
+    ns["bench"] = bench
+    return ns
+
+
+async def repl(ns, stream=None, echo=False, out=None):
+    # echo: the console does not echo by itself (a board's UART in raw mode);
+    # on a Unix terminal the tty does. Ends at end of input.
+    out = out or sys.stdout
+    s = stream or asyncio.StreamReader(sys.stdin)
+    try:
+        import micropython
+        micropython.kbd_intr(-1)  # Ctrl-C arrives here as a character
+        kbd = True
+    except (ImportError, AttributeError):
+        kbd = False
+    buf = []
+    out.write(">>> ")
+    try:
+        while True:
+            b = await s.read(1)
+            if not b:
+                return
+            ch = b if isinstance(b, str) else b.decode()
+            if ch == "\x03":  # Ctrl-C: drop the line; the charger keeps running
+                buf = []
+                out.write("^C\n>>> ")
+                continue
+            if ch == "\x04":
+                return
+            if ch in "\x08\x7f":
+                if buf:
+                    buf.pop()
+                    if echo:
+                        out.write("\x08 \x08")
+                continue
+            if ch not in "\r\n":
+                buf.append(ch)
+                if echo:
+                    out.write(ch)
+                continue
+            if echo:
+                out.write("\n")
+            line = "".join(buf).strip()
+            buf = []
+            if line:
+                run_line(line, ns)
+            out.write(">>> ")
+    finally:
+        if kbd:
+            micropython.kbd_intr(3)
+
+
+def run_line(line, ns):
+    try:
+        try:
+            code = compile(line, "<repl>", "eval")
+        except SyntaxError:
+            exec(line, ns)
+            return
+        r = eval(code, ns)
+        if r is not None:
+            print(repr(r))
+    except Exception as e:  # a failing command must not stop the charger
+        print("error: %s: %s" % (type(e).__name__, e))

@@ -1,0 +1,85 @@
+# The hardware interface, implemented on the simulated plant.
+#
+# Every board module offers the same attributes and methods (boards/README.md
+# is the contract). The control loop calls sample(now) once per tick, then
+# reads the attributes: a snapshot, so reading costs no allocation.
+#
+#   connectors            number of connectors
+#   cp_hi[i], cp_lo[i]    pilot high / low half, mV, averaged over ~10 periods
+#   pp_ohm[i]             proximity pilot resistance, ohm; -1 = no cable / no PP
+#   aux[i]                aux (mirror) contact closed
+#   rcd[i]                residual current tripped (latched until rcd_reset)
+#   ground_ok[i]          protective earth present
+#   meter_wh[i]           meter register, Wh (None when the meter fails)
+#   power_w[i], current_ma[i], voltage_mv[i]
+#   temp_dc               enclosure temperature, 0.1 C (None when the sensor fails)
+#   pilot(i, duty)        per mille PWM at 1 kHz; 1000 = +12 V steady, 0 = -12 V (F)
+#   contactor(i, on)      drive the relay coil
+#   rcd_reset(i)
+#   safe()                every coil off, every pilot at F; callable from anywhere
+#   quiet_ms(now)         ms in which no discrete input can change (sim only; 0 = unknown)
+#   wdt                   object with feed(), or None
+class SimHardware:
+    def __init__(self, plant):
+        self.plant = plant
+        n = len(plant.outlets)
+        self.connectors = n
+        self.cp_hi = [12000] * n
+        self.cp_lo = [12000] * n
+        self.pp_ohm = [-1] * n
+        self.aux = [False] * n
+        self.rcd = [False] * n
+        self.ground_ok = [True] * n
+        self.meter_wh = [0] * n
+        self.power_w = [0] * n
+        self.current_ma = [0] * n
+        self.voltage_mv = [0] * n
+        self.temp_dc = 250
+        self.wdt = None
+        self.on_change = None  # the station's wake-up, when the bench changes an input
+        # Apply what the plant already holds (welded contacts after a power cut).
+        for i, o in enumerate(plant.outlets):
+            self.aux[i] = o.contactor.closed
+
+    def sample(self, now):
+        p = self.plant
+        p.step(now)
+        for i, o in enumerate(p.outlets):
+            self.cp_hi[i] = o.hi
+            self.cp_lo[i] = o.lo
+            self.pp_ohm[i] = o.pp_ohm if o.ev.plugged else -1
+            self.aux[i] = o.contactor.closed
+            self.rcd[i] = o.rcd_tripped
+            self.ground_ok[i] = o.ground_ok
+            m = o.meter
+            if m.ok:
+                self.meter_wh[i] = int(m.wh)
+                self.power_w[i] = m.power_w
+                self.current_ma[i] = m.current_ma
+                self.voltage_mv[i] = m.voltage_mv
+            else:
+                self.meter_wh[i] = None
+                self.current_ma[i] = int(o.ev.draw_ma)  # the CT still measures
+        t = p.thermal
+        self.temp_dc = int(t.temp * 10) if t.sensor_ok else None
+
+    def pilot(self, i, duty):
+        self.plant.set_duty(i, duty)
+
+    def contactor(self, i, on):
+        self.plant.set_coil(i, on)
+
+    def rcd_reset(self, i):
+        self.plant.outlets[i].rcd_tripped = False
+
+    def safe(self):
+        for i in range(self.connectors):
+            self.plant.set_coil(i, False)
+            self.plant.set_duty(i, 0)
+
+    def quiet_ms(self, now):
+        return self.plant.quiet_ms(now)
+
+    def changed(self):
+        if self.on_change:
+            self.on_change()

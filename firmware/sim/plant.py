@@ -1,0 +1,153 @@
+# The simulated plant of one charger: per connector an EV, a contactor, an
+# RCD, a PE check and a meter; one thermal mass for the enclosure. step(now)
+# advances the physics to `now` (ms); commands come from the bench.
+import json
+import os
+from firmware.sim.ev import EV
+from firmware.sim.contactor import SimContactor
+from firmware.sim.meter import SimMeter
+from firmware.sim.thermal import Thermal
+from firmware.sim.rng import Rng
+
+# Cable rating (A) -> PP resistor (ohm), IEC 62196.
+PP_OHM = {13: 1500, 20: 680, 32: 220, 63: 100, 70: 100}
+RCD_AC_MA = 30
+
+
+class Outlet:
+    def __init__(self, rng, voltage_mv, phases):
+        self.ev = EV()
+        self.contactor = SimContactor(rng)
+        self.meter = SimMeter(voltage_mv, phases)
+        self.duty = 1000
+        self.pp_ohm = -1  # no cable
+        self.residual_ma = 0
+        self.rcd_tripped = False
+        self.ground_ok = True
+        self.pilot_f = False  # pilot wire pulled to -12 V (wiring fault)
+        self.hi = 12000
+        self.lo = 12000
+
+
+class Plant:
+    def __init__(self, connectors=1, seed=1, voltage_mv=230000, phases=3, path=None):
+        self.rng = Rng(seed)
+        self.outlets = [Outlet(self.rng, voltage_mv, phases) for _ in range(connectors)]
+        self.thermal = Thermal()
+        self.now = None
+        self.wall = 0  # epoch seconds the plant was last saved at (sim board)
+        self.path = path
+        self.noise_mv = 100
+        self.trace = []  # (ms, connector, what, value): a bench scope
+        self.trace_max = 400
+
+    def mark(self, i, what, value):
+        if self.now is None:
+            return
+        t = self.trace
+        t.append((self.now, i + 1, what, value))
+        if len(t) > self.trace_max:
+            del t[0]
+
+    def step(self, now):
+        if self.now is None:
+            self.now = now
+        dt = now - self.now
+        self.now = now
+        amps = 0.0
+        for i, o in enumerate(self.outlets):
+            was = o.contactor.closed
+            o.contactor.step(now)
+            if o.contactor.closed != was:
+                self.mark(i, "contacts", o.contactor.closed)
+            ev = o.ev
+            before = ev.state()
+            m = o.meter
+            draw = ev.step(now, dt, o.duty, o.contactor.closed, m.voltage_mv * m.phases)
+            if ev.state() != before:
+                self.mark(i, "ev", ev.state())
+            if m.ok:
+                m.step(dt, draw)
+            amps += draw / 1000
+            if o.residual_ma > RCD_AC_MA and not o.rcd_tripped:
+                o.rcd_tripped = True
+                self.mark(i, "rcd", True)
+            n = self.rng.range(-self.noise_mv, self.noise_mv) if self.noise_mv else 0
+            if o.pilot_f:
+                o.hi = o.lo = -12000 + n
+            else:
+                o.hi, o.lo = ev.pilot_mv(o.duty, n)
+        self.thermal.step(dt, amps)
+
+    def quiet_ms(self, now):
+        q = 1 << 30
+        for o in self.outlets:
+            for t in (o.ev.next_event_ms(now), o.contactor.next_event_ms(now)):
+                if 0 <= t < q:
+                    q = t
+        return q
+
+    def set_duty(self, i, duty):
+        o = self.outlets[i]
+        if duty != o.duty:
+            o.duty = duty
+            self.mark(i, "duty", duty)
+
+    def set_coil(self, i, on):
+        o = self.outlets[i]
+        if on != o.contactor.coil:
+            o.contactor.command(on, self.now or 0)
+            self.mark(i, "coil", on)
+
+    def power_lost(self):
+        for o in self.outlets:
+            o.contactor.power_lost()
+            o.duty = 0
+            o.rcd_tripped = False
+
+    # --- persistence: the world outside the charger outlives its power ------
+    def to_dict(self):
+        return {
+            "wall": self.wall,
+            "thermal": self.thermal.to_dict(),
+            "outlets": [{"ev": o.ev.to_dict(), "pp_ohm": o.pp_ohm, "residual_ma": o.residual_ma,
+                         "ground_ok": o.ground_ok, "pilot_f": o.pilot_f, "meter_wh": o.meter.wh,
+                         "meter_ok": o.meter.ok, "welded": o.contactor.welded,
+                         "stuck_open": o.contactor.stuck_open,
+                         "closed": o.contactor.closed} for o in self.outlets],
+        }
+
+    def load(self, d):
+        self.wall = d.get("wall", 0)
+        self.thermal.load(d.get("thermal", {}))
+        for o, od in zip(self.outlets, d.get("outlets", [])):
+            o.ev.load(od.get("ev", {}))
+            o.pp_ohm = od.get("pp_ohm", -1)
+            o.residual_ma = od.get("residual_ma", 0)
+            o.ground_ok = od.get("ground_ok", True)
+            o.pilot_f = od.get("pilot_f", False)
+            o.meter.wh = float(od.get("meter_wh", 0.0))
+            o.meter.ok = od.get("meter_ok", True)
+            o.contactor.welded = od.get("welded", False)
+            o.contactor.stuck_open = od.get("stuck_open", False)
+            # Power was off: only welded contacts can still be closed.
+            o.contactor.closed = bool(od.get("closed")) and o.contactor.welded
+            o.duty = 1000
+
+    def save(self):
+        if not self.path:
+            return
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(json.dumps(self.to_dict()))
+        os.rename(tmp, self.path)
+
+    def restore(self):
+        if not self.path:
+            return False
+        try:
+            with open(self.path) as f:
+                self.load(json.loads(f.read()))
+            return True
+        except (OSError, ValueError):
+            return False

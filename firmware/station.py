@@ -1,0 +1,178 @@
+# The charging station: owns its connectors, the derate, the store and the
+# tasks. Nothing lives at module level, so a fleet process can run many
+# stations in one asyncio loop and tests can build a fresh one.
+#
+# Tasks: control (fixed period, safety), watchdog, store (persistence and log
+# flush, bounded slices). Later layers (OCPP) attach through `listeners` and
+# the connectors' commands.
+import asyncio
+import time
+from micropython import const
+from firmware.core.sched import Periodic, Watchdog
+from firmware.evse.connector import Connector, SLOW_MS
+from firmware.evse.derate import Derate
+from firmware.version import VERSION
+
+STORE_MS = const(1000)
+
+
+class Station:
+    def __init__(self, hw, clock, store, cfg, log, slot="A"):
+        self.hw = hw
+        self.clock = clock
+        self.store = store
+        self.cfg = cfg
+        self.log = log
+        self.slot = slot
+        self.version = VERSION
+        self.booted_at = clock.ticks_ms()
+        self.boots = self._count_boot()
+        n = min(cfg["connectors"], hw.connectors)
+        self.connectors = [Connector(i, hw, cfg, clock, log, store) for i in range(n)]
+        self.derate = Derate(cfg["derate"])
+        self.max_ma = int(cfg["max_current_a"] * 1000)
+        self.temp_dc = None
+        self.control = Periodic(clock, cfg["period_ms"], self.tick)
+        self.watchdog = Watchdog(clock, log, hw_wdt=hw.wdt)
+        self.watchdog.watch(self.control)
+        self.watchdog.on_stall = self.safe
+        hw.on_change = self.control.wake
+        self._tasks = []
+        self._saved_at = self.booted_at
+        self.tick_errors = 0
+        log.info("station", "boot %d: firmware %s slot %s, %d connector(s), id %s"
+                 % (self.boots, VERSION, slot, n, cfg["id"]))
+
+    def _count_boot(self):
+        rec = self.store.read("boot.json", {})
+        n = (rec.get("boots", 0) if isinstance(rec, dict) else 0) + 1
+        self.store.write("boot.json", {"boots": n})
+        return n
+
+    # --- control loop --------------------------------------------------------
+    def tick(self, now):
+        try:
+            return self._tick(now)
+        except Exception as e:  # a bug must not leave the relay closed
+            self.tick_errors += 1
+            self.hw.safe()
+            for c in self.connectors:
+                c.contactor.force_open()
+                c.faults.raise_("internal", "control tick raised %r" % e, now)
+            return None
+
+    def _tick(self, now):
+        hw = self.hw
+        hw.sample(now)
+        self._thermal(now, hw.temp_dc)
+        quiet = SLOW_MS
+        for c in self.connectors:
+            i = c.idx
+            c.energy.update(hw.meter_wh[i], hw.power_w[i], hw.current_ma[i], hw.voltage_mv[i])
+            q = c.tick(now)
+            if q < quiet:
+                quiet = q
+        q = hw.quiet_ms(now)
+        return q if q < quiet else quiet
+
+    def _thermal(self, now, t):
+        self.temp_dc = t
+        d = self.derate
+        if t is None:
+            for c in self.connectors:
+                c.faults.raise_("temp_sensor", "temperature sensor not answering", now)
+            return
+        if not d.update(now, t):
+            return
+        pct = d.percent()
+        lim = None if pct == 100 else self.max_ma * pct // 100
+        for c in self.connectors:
+            c.faults.clear("temp_sensor", "sensor answering again")
+            c.set_limit("derate", lim)
+            if d.hot:
+                c.faults.raise_("overtemp", "%d.%d C >= shutdown %s C" % (t // 10, t % 10, d.shutdown_dc // 10), now)
+            else:
+                c.faults.clear("overtemp", "cooled to %d.%d C" % (t // 10, t % 10))
+            if 0 < pct < 100:
+                cause = "%d.%d C: derated to %d%%" % (t // 10, t % 10, pct)
+                if not c.faults.raise_("hot", cause, now):
+                    c.faults.active["hot"].cause = cause
+            else:
+                c.faults.clear("hot", "temperature below the derate points" if pct else "shut down")
+        self.log.warn("derate", "%d.%d C: offering %d%% of %d A" % (t // 10, t % 10, pct, self.max_ma // 1000))
+
+    def safe(self):
+        # Called by the watchdog when the control task stalls: open everything
+        # without waiting for the control loop. It re-asserts itself next tick.
+        self.hw.safe()
+        now = self.clock.ticks_ms()
+        for c in self.connectors:
+            c.contactor.force_open()
+            c.out = 0
+            c.faults.raise_("watchdog", "control task stalled", now)
+
+    # --- persistence (never from the control loop) --------------------------
+    def persist(self, force=False):
+        now = self.clock.ticks_ms()
+        due = force or time.ticks_diff(now, self._saved_at) >= self.cfg["meter_save_s"] * 1000
+        for c in self.connectors:
+            if c.energy.dirty() and (due or c.session is None):
+                c.energy.save()
+            if c.faults.changed:
+                c.faults.changed = False
+                rec = c.faults.latched_records()
+                if rec or self.store.read(c.faults._key(), None) is not None:
+                    self.store.write(c.faults._key(), rec)
+        if due:
+            self._saved_at = now
+        self.log.flush(self.store)
+
+    async def store_task(self):
+        while True:
+            await self.clock.sleep_ms(STORE_MS)
+            try:
+                self.persist()
+            except OSError as e:
+                self.log.error("store", "write failed: %r" % e)
+            # Clear the watchdog fault once the control loop runs again.
+            if not self.watchdog.stalled:
+                for c in self.connectors:
+                    c.faults.clear("watchdog", "control task running again")
+
+    # --- life cycle ----------------------------------------------------------
+    def start(self):
+        self._tasks = [asyncio.create_task(self.control.run()),
+                       asyncio.create_task(self.watchdog.run()),
+                       asyncio.create_task(self.store_task())]
+
+    def stop(self):
+        # Orderly shutdown (reboot): open, save, cancel tasks.
+        self.hw.safe()
+        for t in self._tasks:
+            t.cancel()
+        self._tasks = []
+        try:
+            self.persist(force=True)
+        except OSError:
+            pass
+
+    def status(self):
+        now = self.clock.ticks_ms()
+        d = self.derate
+        t = self.temp_dc
+        return {
+            "id": self.cfg["id"],
+            "t": now,
+            "time": self.clock.wall(),
+            "uptime_ms": time.ticks_diff(now, self.booted_at),
+            "boots": self.boots,
+            "version": self.version,
+            "slot": self.slot,
+            "temp_c": None if t is None else t / 10,
+            "derate_pct": d.percent(),
+            "derate_level": d.level,
+            "lateness": self.control.late.summary(),
+            "watchdog": self.watchdog.stalled or "ok",
+            "ocpp": "not configured (free vend)" if self.cfg["free_vend"] else "not configured",
+            "connectors": [c.status() for c in self.connectors],
+        }
