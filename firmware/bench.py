@@ -8,7 +8,7 @@
 # answer with an error.
 from firmware.evse import pilot as cp
 
-FAULTS = ("weld", "rcd", "ground", "meter", "pilot_short", "pilot_f", "temp_sensor", "stuck_open", "diode")
+FAULTS = ("weld", "rcd", "ground", "meter", "pilot_short", "pilot_f", "temp_sensor", "stuck_open", "diode", "lock")
 CABLES = (13, 20, 32, 63, 70)
 
 # op: (help, [(arg, kind, default, lo, hi_or_choices)])
@@ -213,6 +213,8 @@ class Bench:
             self._plant().thermal.sensor_ok = not on
         elif name == "diode":
             o.ev.diode = not on
+        elif name == "lock":
+            o.lock_jammed = on
         self._changed()
         return {}
 

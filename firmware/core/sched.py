@@ -73,7 +73,8 @@ class Periodic:
         while True:
             now = clock.ticks_ms()
             late = tdiff(now, due)
-            self.late.add(late)
+            if late >= 0:
+                self.late.add(late)
             nxt = self.fn(now)
             if self.stall_ms:
                 ms, self.stall_ms = self.stall_ms, 0
@@ -81,7 +82,9 @@ class Periodic:
             step = self.period
             if clock.tickless and nxt is not None and nxt > step:
                 step = nxt
-            due = tadd(due if late < self.period else now, step)
+            # Keep the period's phase while on time; re-anchor when woken early
+            # (tickless) or when more than a period late.
+            due = tadd(due if 0 <= late < self.period else now, step)
             self.due = due
             wait = tdiff(due, clock.ticks_ms())
             await self.sleeper.sleep_ms(wait if wait > 0 else 0)
@@ -93,7 +96,9 @@ class Watchdog:
         self.clock = clock
         self.log = log
         self.grace = grace_ms
-        self.check = check_ms
+        # A tickless (simulated) clock has no CPU to guard between events;
+        # checking once a simulated second keeps a day's run cheap.
+        self.check = 1000 if clock.tickless else check_ms
         self.tasks = []
         self.hw_wdt = hw_wdt  # object with feed(), or None
         self.on_stall = None

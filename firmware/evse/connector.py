@@ -18,6 +18,8 @@ from firmware.evse.meter import EnergyRegister
 tdiff = time.ticks_diff
 tadd = time.ticks_add
 
+LOCK_MS = const(1000)  # the lock must report locked within this
+UNLOCK_FAULT_MS = const(5000)  # unlock a locked connector this long into a fault
 OC_WINDOW_MS = const(7000)  # EVerest: (offered + 0.5 A) * 1.1 for 7 s
 OC_OPEN_MS = const(1000)  # after an overcurrent stop, open 1 s after PWM off
 FOLLOW_MS = const(5000)  # an EV may take this long to follow a lower duty
@@ -73,6 +75,10 @@ class Connector:
         self.oc_ref_until = 0
         self.rcd_trips = 0
         self.rcd_retry_at = None
+        self.socket = not cfg["cable_a"]  # a socket outlet locks the plug; a tethered cable does not
+        self.lock_cmd = False
+        self.lock_at = 0
+        hw.lock(idx, False)
         self.prev_state = cp.A
         self.listeners = []  # fn(connector, event, detail), for the layer above
         if hw.aux[idx]:
@@ -168,6 +174,8 @@ class Connector:
         r = self.contactor.check(now, hw.aux[i])
         if r is not None:
             f.raise_(r[0], r[1], now)
+        if self.lock_cmd and not hw.locked[i] and tdiff(now, self.lock_at) >= LOCK_MS:
+            f.raise_("lock", "connector lock did not lock within %d ms" % LOCK_MS, now)
         if hw.meter_wh[i] is None:
             f.raise_("meter", "energy meter not answering", now)
         elif f.has("meter"):
@@ -223,9 +231,25 @@ class Connector:
             self.out = out
             hw.pilot(i, out)
         pwm = 0 < out < DC_HIGH
+        if self.socket:
+            since = f.blocking_since()
+            # Locked for the session; never released while the contacts may be
+            # live (coil on, or aux still closed: a welded contactor keeps the
+            # plug locked); released UNLOCK_FAULT_MS into a fault.
+            live = c.cmd or hw.aux[i]
+            want_lock = plugged and not f.has("lock") and (live or (
+                self.session is not None and (since is None or tdiff(now, since) < UNLOCK_FAULT_MS)))
+            if want_lock != self.lock_cmd:
+                self.lock_cmd = want_lock
+                self.lock_at = now
+                hw.lock(i, want_lock)
+                self.log.info(self.src, "connector %s" % ("lock" if want_lock else "unlock"))
+            locked = hw.locked[i] and self.lock_cmd
+        else:
+            locked = True
         can_charge = st == cp.C or (st == cp.D and self.cfg["ventilation"])
         if c.cmd:
-            if not can_charge or f.open_now() or self.pilot.diode_fault:
+            if not can_charge or f.open_now() or self.pilot.diode_fault or not locked:
                 c.open(now)
                 self.log.info(self.src, "contactor opened: %s" % self._why_open(st))
             elif not pwm:
@@ -238,7 +262,7 @@ class Connector:
                                   % (cp.NAMES[st], force))
             else:
                 self.pwm_off_at = None
-        elif (pwm and can_charge and self.pilot.diode_ok and self.authorized and not blocking
+        elif (pwm and can_charge and self.pilot.diode_ok and self.authorized and not blocking and locked
               and tdiff(now, self.pilot.since) >= self.cfg["close_delay_ms"]):
             c.close(now)
             self.pwm_off_at = None
@@ -252,6 +276,8 @@ class Connector:
     def _why_open(self, st):
         if self.faults.open_now():
             return "fault " + ",".join(self.faults.active)
+        if self.socket and not (self.hw.locked[self.idx] and self.lock_cmd):
+            return "connector not locked"
         if self.pilot.diode_fault:
             return "diode fault"
         return "EV in state %s" % cp.NAMES[st]
@@ -285,6 +311,7 @@ class Connector:
         c = self.contactor
         if (self.pilot.raw != st or self.faults.hold_until is not None or self.oc_since is not None
                 or self.pwm_off_at is not None or self.hw.aux[self.idx] != c.cmd
+                or (self.socket and self.hw.locked[self.idx] != self.lock_cmd)
                 or tdiff(now, c.cmd_at) < AUX_MS + GROUND_MS + 100
                 or (self.pwm_on_at is not None and tdiff(now, self.pwm_on_at) < 100)):
             return 0
@@ -292,6 +319,9 @@ class Connector:
                 and not self.faults.blocking()):
             return 0  # waiting out close_delay_ms
         q = SLOW_MS
+        since = self.faults.blocking_since()
+        if since is not None and self.lock_cmd:
+            q = min(q, max(0, UNLOCK_FAULT_MS - tdiff(now, since)))
         if self.rcd_retry_at is not None and self.faults.has("rcd"):
             q = min(q, max(0, tdiff(self.rcd_retry_at, now)))
         if tdiff(now, self.oc_ref_until) < 0:
@@ -334,6 +364,7 @@ class Connector:
             "limits": dict(self.limits),
             "contactor": self.contactor.cmd,
             "aux": bool(self.hw.aux[self.idx]),
+            "locked": bool(self.hw.locked[self.idx]) if self.socket else None,
             "authorized": self.authorized,
             "available": self.available,
             "faults": [x.info() for x in self.faults.active.values()],

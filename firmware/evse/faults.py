@@ -33,6 +33,7 @@ TABLE = {
     "weld": (LATCHED, "PowerSwitchFailure", True, False),
     "switch": (RECOVERABLE, "PowerSwitchFailure", True, True),
     "meter": (RECOVERABLE, "PowerMeterFailure", False, False),
+    "lock": (RECOVERABLE, "ConnectorLockFailure", True, True),
     "overtemp": (RECOVERABLE, "HighTemperature", False, False),
     "temp_sensor": (RECOVERABLE, "OtherError", False, False),
     "hot": (DERATE, "HighTemperature", False, False),
@@ -121,6 +122,14 @@ class Faults:
             if TABLE[f.code][0] != DERATE:
                 return True
         return False
+
+    def blocking_since(self):
+        # When the oldest blocking fault began, or None.
+        t = None
+        for f in self.active.values():
+            if TABLE[f.code][0] != DERATE and (t is None or time.ticks_diff(f.since, t) < 0):
+                t = f.since
+        return t
 
     def open_now(self):
         for f in self.active.values():

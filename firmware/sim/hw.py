@@ -12,9 +12,11 @@
 #   ground_ok[i]          protective earth present
 #   meter_wh[i]           meter register, Wh (None when the meter fails)
 #   power_w[i], current_ma[i], voltage_mv[i]
+#   locked[i]             connector lock feedback (True = locked)
 #   temp_dc               enclosure temperature, 0.1 C (None when the sensor fails)
 #   pilot(i, duty)        per mille PWM at 1 kHz; 1000 = +12 V steady, 0 = -12 V (F)
 #   contactor(i, on)      drive the relay coil
+#   lock(i, on)           drive the connector lock actuator
 #   rcd_reset(i)
 #   safe()                every coil off, every pilot at F; callable from anywhere
 #   quiet_ms(now)         ms in which no discrete input can change (sim only; 0 = unknown)
@@ -30,6 +32,7 @@ class SimHardware:
         self.aux = [False] * n
         self.rcd = [False] * n
         self.ground_ok = [True] * n
+        self.locked = [False] * n
         self.meter_wh = [0] * n
         self.power_w = [0] * n
         self.current_ma = [0] * n
@@ -40,6 +43,7 @@ class SimHardware:
         # Apply what the plant already holds (welded contacts after a power cut).
         for i, o in enumerate(plant.outlets):
             self.aux[i] = o.contactor.closed
+            self.locked[i] = o.locked
 
     def sample(self, now):
         p = self.plant
@@ -51,6 +55,7 @@ class SimHardware:
             self.aux[i] = o.contactor.closed
             self.rcd[i] = o.rcd_tripped
             self.ground_ok[i] = o.ground_ok
+            self.locked[i] = o.locked
             m = o.meter
             if m.ok:
                 self.meter_wh[i] = int(m.wh)
@@ -68,6 +73,9 @@ class SimHardware:
 
     def contactor(self, i, on):
         self.plant.set_coil(i, on)
+
+    def lock(self, i, on):
+        self.plant.set_lock(i, on)
 
     def rcd_reset(self, i):
         self.plant.outlets[i].rcd_tripped = False

@@ -12,6 +12,7 @@ from firmware.sim.rng import Rng
 # Cable rating (A) -> PP resistor (ohm), IEC 62196.
 PP_OHM = {13: 1500, 20: 680, 32: 220, 63: 100, 70: 100}
 RCD_AC_MA = 30
+LOCK_MS = 50  # the lock motor's travel time
 
 
 class Outlet:
@@ -25,6 +26,10 @@ class Outlet:
         self.rcd_tripped = False
         self.ground_ok = True
         self.pilot_f = False  # pilot wire pulled to -12 V (wiring fault)
+        self.lock_cmd = False
+        self.locked = False
+        self.lock_jammed = False  # injected: the actuator does not move
+        self._lock_at = None
         self.hi = 12000
         self.lo = 12000
 
@@ -56,6 +61,11 @@ class Plant:
         self.now = now
         amps = 0.0
         for i, o in enumerate(self.outlets):
+            if o._lock_at is not None and now >= o._lock_at:
+                o._lock_at = None
+                if not o.lock_jammed and o.locked != o.lock_cmd:
+                    o.locked = o.lock_cmd
+                    self.mark(i, "locked", o.locked)
             was = o.contactor.closed
             o.contactor.step(now)
             if o.contactor.closed != was:
@@ -82,7 +92,8 @@ class Plant:
     def quiet_ms(self, now):
         q = 1 << 30
         for o in self.outlets:
-            for t in (o.ev.next_event_ms(now), o.contactor.next_event_ms(now)):
+            lk = -1 if o._lock_at is None else max(0, o._lock_at - now)
+            for t in (o.ev.next_event_ms(now), o.contactor.next_event_ms(now), lk):
                 if 0 <= t < q:
                     q = t
         return q
@@ -99,6 +110,12 @@ class Plant:
             o.contactor.command(on, self.now or 0)
             self.mark(i, "coil", on)
 
+    def set_lock(self, i, on):
+        o = self.outlets[i]
+        if on != o.lock_cmd:
+            o.lock_cmd = on
+            o._lock_at = (self.now or 0) + LOCK_MS
+
     def power_lost(self):
         for o in self.outlets:
             o.contactor.power_lost()
@@ -113,7 +130,8 @@ class Plant:
             "outlets": [{"ev": o.ev.to_dict(), "pp_ohm": o.pp_ohm, "residual_ma": o.residual_ma,
                          "ground_ok": o.ground_ok, "pilot_f": o.pilot_f, "meter_wh": o.meter.wh,
                          "meter_ok": o.meter.ok, "welded": o.contactor.welded,
-                         "stuck_open": o.contactor.stuck_open,
+                         "stuck_open": o.contactor.stuck_open, "locked": o.locked,
+                         "lock_jammed": o.lock_jammed,
                          "closed": o.contactor.closed} for o in self.outlets],
         }
 
@@ -130,6 +148,8 @@ class Plant:
             o.meter.ok = od.get("meter_ok", True)
             o.contactor.welded = od.get("welded", False)
             o.contactor.stuck_open = od.get("stuck_open", False)
+            o.locked = o.lock_cmd = od.get("locked", False)  # a lock keeps its position unpowered
+            o.lock_jammed = od.get("lock_jammed", False)
             # Power was off: only welded contacts can still be closed.
             o.contactor.closed = bool(od.get("closed")) and o.contactor.welded
             o.duty = 1000

