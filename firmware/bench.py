@@ -11,37 +11,37 @@ from firmware.evse import pilot as cp
 FAULTS = ("weld", "rcd", "ground", "meter", "pilot_short", "pilot_f", "temp_sensor", "stuck_open", "diode", "lock")
 CABLES = (13, 20, 32, 63, 70)
 
-# op: (help, [(arg, kind, default, lo, hi_or_choices)])
+# op: (help, ((arg, kind, default, lo, hi_or_choices), ...))
 # kinds: int, num, str, bool, choice, opt_num (number or None)
 CONN = ("c", "int", 1, 1, 4)
 COMMANDS = {
-    "help": ("list the commands", []),
-    "status": ("the charger's state in one block", []),
-    "plug": ("plug an EV in with a cable of this rating (A)", [("amps", "choice", 32, None, CABLES), CONN]),
-    "unplug": ("unplug the EV", [CONN]),
+    "help": ("list the commands", ()),
+    "status": ("the charger's state in one block", ()),
+    "plug": ("plug an EV in with a cable of this rating (A)", (("amps", "choice", 32, None, CABLES), CONN,)),
+    "unplug": ("unplug the EV", (CONN,)),
     "ev": ("EV pilot state: A (unplug), B, C, D, E (short), F (pilot at -12 V), diode / nodiode",
-           [("state", "choice", None, None, ("A", "B", "C", "D", "E", "F", "diode", "nodiode")), CONN]),
-    "demand": ("current the EV wants to draw (A)", [("amps", "num", None, 0, 80), CONN]),
+           (("state", "choice", None, None, ("A", "B", "C", "D", "E", "F", "diode", "nodiode")), CONN,)),
+    "demand": ("current the EV wants to draw (A)", (("amps", "num", None, 0, 80), CONN,)),
     "evopt": ("EV manners: obey (stops without PWM), greedy (ignores duty), stop_ms, battery_wh, soc_pct",
-              [("obey", "opt_bool", None, None, None), ("greedy", "opt_bool", None, None, None),
+              (("obey", "opt_bool", None, None, None), ("greedy", "opt_bool", None, None, None),
                ("stop_ms", "opt_int", None, 0, 60000), ("battery_wh", "opt_int", None, 0, 200000),
-               ("soc_pct", "opt_num", None, 0, 100), CONN]),
-    "temp": ("set the charger's temperature (C) and hold it there", [("celsius", "num", None, -40, 150)]),
-    "ambient": ("set the ambient temperature (C); the charger heats with current", [("celsius", "num", None, -40, 80)]),
-    "fault": ("inject a fault: " + ", ".join(FAULTS), [("name", "choice", None, None, FAULTS), CONN]),
-    "clear": ("remove an injected fault from the plant", [("name", "choice", None, None, FAULTS), CONN]),
-    "token": ("present an RFID token (starts, or stops its own session)", [("id", "str", None, 1, 20), CONN]),
-    "stop": ("stop charging from the charger's side", [CONN]),
-    "limit": ("external current limit (A), None to remove", [("amps", "opt_num", None, 0, 80), CONN]),
-    "available": ("make the connector available (True) or not", [("on", "bool", True, None, None), CONN]),
+               ("soc_pct", "opt_num", None, 0, 100), CONN,)),
+    "temp": ("set the charger's temperature (C) and hold it there", (("celsius", "num", None, -40, 150),)),
+    "ambient": ("set the ambient temperature (C); the charger heats with current", (("celsius", "num", None, -40, 80),)),
+    "fault": ("inject a fault: " + ", ".join(FAULTS), (("name", "choice", None, None, FAULTS), CONN,)),
+    "clear": ("remove an injected fault from the plant", (("name", "choice", None, None, FAULTS), CONN,)),
+    "token": ("present an RFID token (starts, or stops its own session)", (("id", "str", None, 1, 20), CONN,)),
+    "stop": ("stop charging from the charger's side", (CONN,)),
+    "limit": ("external current limit (A), None to remove", (("amps", "opt_num", None, 0, 80), CONN,)),
+    "available": ("make the connector available (True) or not", (("on", "bool", True, None, None), CONN,)),
     "service": ("service command: clear latched faults (e.g. weld) whose cause is gone",
-                [("code", "opt_str", None, 1, 20), CONN]),
-    "advance": ("advance simulated time (ms)", [("ms", "int", None, 0, 7 * 86400000)]),
-    "log": ("recent log entries", [("n", "int", 20, 1, 500), ("since", "int", 0, 0, 1 << 30)]),
-    "trace": ("the plant's recent switching events (a bench scope)", [("since", "int", 0, 0, 1 << 40)]),
-    "stall": ("test: stall the control task for ms", [("ms", "int", None, 1, 60000)]),
-    "reboot": ("reboot the firmware (contactor opens)", []),
-    "powercut": ("cut the power at once, as a pulled plug would", []),
+                (("code", "opt_str", None, 1, 20), CONN,)),
+    "advance": ("advance simulated time (ms)", (("ms", "int", None, 0, 7 * 86400000),)),
+    "log": ("recent log entries", (("n", "int", 20, 1, 500), ("since", "int", 0, 0, 1 << 30),)),
+    "trace": ("the plant's recent switching events (a bench scope)", (("since", "int", 0, 0, 1 << 40),)),
+    "stall": ("test: stall the control task for ms", (("ms", "int", None, 1, 60000),)),
+    "reboot": ("reboot the firmware (contactor opens)", ()),
+    "powercut": ("cut the power at once, as a pulled plug would", ()),
 }
 
 

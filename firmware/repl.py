@@ -87,17 +87,24 @@ def namespace(bench):
     return ns
 
 
-async def repl(ns, stream=None, echo=False, out=None):
-    # echo: the console does not echo by itself (a board's UART in raw mode);
-    # on a Unix terminal the tty does. Ends at end of input.
+async def repl(ns, stream=None, raw=False, out=None):
+    # raw: a board's UART: we echo and edit the line ourselves, and Ctrl-C
+    # comes in as a character that drops the line instead of interrupting the
+    # charger. On Unix the terminal does both, and kbd_intr(-1) would make
+    # SIGINT kill the process before it can open the contactors, so raw is off
+    # there and Ctrl-C ends the firmware through main's safe shutdown.
+    # Ends at end of input.
     out = out or sys.stdout
     s = stream or asyncio.StreamReader(sys.stdin)
-    try:
-        import micropython
-        micropython.kbd_intr(-1)  # Ctrl-C arrives here as a character
-        kbd = True
-    except (ImportError, AttributeError):
-        kbd = False
+    echo = raw
+    kbd = False
+    if raw:
+        try:
+            import micropython
+            micropython.kbd_intr(-1)
+            kbd = True
+        except (ImportError, AttributeError):
+            pass
     buf = []
     out.write(">>> ")
     try:

@@ -149,7 +149,10 @@ class Station:
         # Orderly shutdown (reboot): open, save, cancel tasks.
         self.hw.safe()
         for t in self._tasks:
-            t.cancel()
+            try:
+                t.cancel()
+            except RuntimeError:
+                pass  # the task that was running when Ctrl-C hit; the loop is gone anyway
         self._tasks = []
         try:
             self.persist(force=True)

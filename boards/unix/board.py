@@ -76,6 +76,16 @@ class UnixBoard:
         self.plant.power_lost()
         self.boot()
 
+    def shutdown(self):
+        # Orderly stop of the whole board (Ctrl-C): coils off, save, and the
+        # plant remembers the contacts as open.
+        self.hw.safe()
+        if self.station:
+            self.station.stop()
+        self.plant.power_lost()
+        self.plant.wall = self.clock.wall()
+        self.plant.save()
+
     def powercut(self):
         # The supply is gone: no flush, no goodbye. The world outside is kept.
         self.plant.power_lost()

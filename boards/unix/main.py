@@ -68,8 +68,8 @@ def parse(argv):
     return o
 
 
-async def run(o):
-    board = UnixBoard(o)
+async def run(board):
+    o = board.opts
     if o["config"]:
         try:
             with open(o["config"]) as f:
@@ -92,7 +92,6 @@ async def run(o):
             sys.exit(2)
         print("control channel on 127.0.0.1:%d" % o["port"])
     clock_task = asyncio.create_task(board.clock.run()) if board.clock.simulated else None
-    board.ready = True
     if o["repl"]:
         print("bench REPL: type help() for the commands")
         await repl_mod.repl(repl_mod.namespace(board.bench))
@@ -101,12 +100,12 @@ async def run(o):
 
 
 def main():
-    o = parse(sys.argv[1:])
-    board_holder = []
+    board = UnixBoard(parse(sys.argv[1:]))
     try:
-        asyncio.run(run(o))
+        asyncio.run(run(board))
     except KeyboardInterrupt:
         # Ctrl-C on a Unix terminal: never leave a contactor closed.
+        board.shutdown()
         print("\ninterrupted: contactors open, firmware stopped")
 
 

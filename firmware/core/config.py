@@ -32,7 +32,7 @@ SCHEMA = {
 # hysteresis_c below the point and min_interval_s since the last change;
 # after a shutdown the charger resumes at resume_c on the lowest step.
 DERATE = {
-    "points": [[65, 50], [68, 25]],
+    "points": ((65, 50), (68, 25)),
     "hysteresis_c": 3,
     "shutdown_c": 71,
     "resume_c": 62,
@@ -53,8 +53,15 @@ def _id_ok(v):
     return True
 
 
-def _check_derate(v, errors):
+def _default_derate():
+    # A fresh copy per charger: the module's table stays untouched.
     d = dict(DERATE)
+    d["points"] = [list(p) for p in DERATE["points"]]
+    return d
+
+
+def _check_derate(v, errors):
+    d = _default_derate()
     if v is None:
         return d
     if not isinstance(v, dict):
@@ -74,7 +81,7 @@ def _check_derate(v, errors):
                 break
             last_t, last_p = p[0], p[1]
     if good:
-        d["points"] = pts
+        d["points"] = [list(p) for p in pts]
     else:
         errors.append("derate.points: must be [[temp_c, percent], ...] with rising temperature "
                       "and falling percent; using %s" % d["points"])
@@ -88,7 +95,7 @@ def _check_derate(v, errors):
                 errors.append("derate.%s: must be a number %s..%s, got %r; using %s" % (k, lo, hi, x, d[k]))
     if d["resume_c"] >= d["shutdown_c"] or d["points"][-1][0] >= d["shutdown_c"]:
         errors.append("derate: need points < shutdown_c and resume_c < shutdown_c; using defaults")
-        d = dict(DERATE)
+        d = _default_derate()
     return d
 
 
