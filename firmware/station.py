@@ -116,8 +116,9 @@ class Station:
         now = self.clock.ticks_ms()
         due = force or time.ticks_diff(now, self._saved_at) >= self.cfg["meter_save_s"] * 1000
         for c in self.connectors:
-            if c.energy.dirty() and (due or c.session is None):
-                c.energy.save()
+            e = c.energy
+            if (e.dirty() and (due or c.session is None)) or e.baseline_unsaved():
+                e.save()
             if c.faults.changed:
                 c.faults.changed = False
                 rec = c.faults.latched_records()

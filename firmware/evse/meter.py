@@ -19,6 +19,7 @@ class EnergyRegister:
             if isinstance(last, int):
                 self.last_meter = last
         self.saved_wh = self.wh
+        self.saved_meter = self.last_meter
         self.power_w = 0
         self.current_ma = 0
         self.voltage_mv = 0
@@ -41,6 +42,14 @@ class EnergyRegister:
     def dirty(self):
         return self.wh != self.saved_wh
 
+    def baseline_unsaved(self):
+        # The first reading after boot (or after a meter swap) must be saved
+        # soon: with it, a meter that keeps its own register lets the next
+        # boot count everything drawn while we were off or not yet saved.
+        return self.last_meter is not None and self.saved_meter is None or (
+            self.last_meter is not None and self.last_meter < (self.saved_meter or 0))
+
     def save(self):
         self.store.write(self.key, {"wh": self.wh, "meter": self.last_meter})
         self.saved_wh = self.wh
+        self.saved_meter = self.last_meter

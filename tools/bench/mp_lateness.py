@@ -1,0 +1,250 @@
+# Benchmark (MicroPython Unix port): control-loop lateness in real time while
+# other tasks load the asyncio loop.
+#
+#   micropython tools/bench/mp_lateness.py --dir DIR [--seconds S] [--tls-port N]
+#
+# Builds the Unix board (RealClock, simulated plant, store in DIR/flash, no
+# control channel, no REPL), boots the station, plugs an EV in and lets it
+# charge, then runs phases of S seconds each: no load, JSON, store writes, TLS
+# handshakes (only with --tls-port: a TLS server on 127.0.0.1 that answers one
+# line per connection, started by tools/bench/run.py), and all of them at once.
+# Between phases the control loop's lateness histogram is reset.
+#
+# Output: human-readable lines, and one line per phase starting with
+# "RESULT " followed by JSON, which tools/bench/run.py parses.
+import sys
+
+_parts = __file__.split("/")
+sys.path.insert(0, "/".join(_parts[:-3]) or ("." if len(_parts) == 3 else ".."))
+
+import asyncio
+import gc
+import json
+import time
+from boards.unix.board import UnixBoard
+from firmware.core.store import Store
+
+ticks_ms = time.ticks_ms
+tdiff = time.ticks_diff
+
+
+def parse(argv):
+    o = {"dir": None, "seconds": 8, "tls_port": 0, "phases": "idle,json,store,tls,all"}
+    it = iter(argv)
+    for a in it:
+        if a == "--dir":
+            o["dir"] = next(it)
+        elif a == "--seconds":
+            o["seconds"] = float(next(it))
+        elif a == "--tls-port":
+            o["tls_port"] = int(next(it))
+        elif a == "--phases":
+            o["phases"] = next(it)
+        else:
+            print("usage: mp_lateness.py --dir DIR [--seconds S] [--tls-port N] [--phases a,b]")
+            sys.exit(2)
+    if not o["dir"]:
+        o["dir"] = "/tmp/mp_lateness_%d" % ticks_ms()
+    return o
+
+
+class Stat:
+    # Count and worst-case duration of one kind of blocking step (ms).
+    def __init__(self):
+        self.n = 0
+        self.max_ms = 0
+        self.total_ms = 0
+
+    def add(self, ms):
+        self.n += 1
+        self.total_ms += ms
+        if ms > self.max_ms:
+            self.max_ms = ms
+
+    def info(self):
+        return {"n": self.n, "max_ms": self.max_ms,
+                "mean_ms": (self.total_ms / self.n) if self.n else 0}
+
+
+def big_message(kb=20):
+    # An OCPP-like MeterValues payload of about kb kilobytes.
+    samples = []
+    i = 0
+    while True:
+        samples.append({"timestamp": "2026-01-01T00:%02d:%02dZ" % (i // 60 % 60, i % 60),
+                        "sampledValue": [
+                            {"value": "%d.%03d" % (i * 7, i % 1000), "measurand": "Energy.Active.Import.Register",
+                             "unit": "Wh", "context": "Sample.Periodic"},
+                            {"value": "%d" % (i * 13 % 32000), "measurand": "Current.Import", "phase": "L1",
+                             "unit": "A"},
+                        ]})
+        i += 1
+        if i % 4 == 0 and len(json.dumps(samples)) >= kb * 1000 - 100:
+            break
+    return [2, "bench-%d" % kb, "MeterValues", {"connectorId": 1, "transactionId": 42, "meterValue": samples}]
+
+
+async def json_load(stop, st):
+    msg = big_message(20)
+    st["bytes"] = len(json.dumps(msg))
+    enc, dec = Stat(), Stat()
+    st["encode"], st["decode"] = enc, dec
+    while not stop[0]:
+        t0 = ticks_ms()
+        text = json.dumps(msg)
+        t1 = ticks_ms()
+        enc.add(tdiff(t1, t0))
+        await asyncio.sleep_ms(0)
+        t1 = ticks_ms()
+        obj = json.loads(text)
+        dec.add(tdiff(ticks_ms(), t1))
+        obj = text = None
+        await asyncio.sleep_ms(0)
+
+
+async def store_load(stop, st, root):
+    store = Store(root)
+    rec = {"kind": "bench", "seq": 0, "entries": [[i, "entry %d of the bench record" % i, i * 3] for i in range(100)]}
+    st["bytes"] = len(json.dumps(rec))
+    w = Stat()
+    st["write"] = w
+    i = 0
+    while not stop[0]:
+        rec["seq"] = i
+        t0 = ticks_ms()
+        store.write("bench%d.json" % (i % 4), rec)
+        w.add(tdiff(ticks_ms(), t0))
+        i += 1
+        await asyncio.sleep_ms(2)
+
+
+async def tls_load(stop, st, port):
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.verify_mode = ssl.CERT_NONE
+    hs = Stat()  # wall time of a whole connection (handshake + one exchange)
+    st["connection"] = hs
+    st["errors"] = 0
+    st["last_error"] = None
+    while not stop[0]:
+        t0 = ticks_ms()
+        w = None
+        try:
+            r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+            w.write(b"ping\n")
+            await w.drain()
+            line = await r.readline()
+            if line != b"pong\n":
+                raise OSError("bad reply %r" % line)
+            hs.add(tdiff(ticks_ms(), t0))
+        except Exception as e:  # noqa: E722 - a benchmark counts and goes on
+            st["errors"] += 1
+            st["last_error"] = repr(e)
+            await asyncio.sleep_ms(50)
+        finally:
+            if w is not None:
+                try:
+                    w.close()
+                    await w.wait_closed()
+                except Exception:
+                    pass
+        await asyncio.sleep_ms(5)
+
+
+def jsonable(st):
+    out = {}
+    for k, v in st.items():
+        out[k] = v.info() if isinstance(v, Stat) else v
+    return out
+
+
+async def gc_watch(stop, st):
+    # GC count is not exposed; record the free heap's low point instead.
+    lo = gc.mem_free()
+    while not stop[0]:
+        f = gc.mem_free()
+        if f < lo:
+            lo = f
+        await asyncio.sleep_ms(20)
+    st["mem_free_min"] = lo
+
+
+async def phase(board, name, o):
+    station = board.station
+    stop = [False]
+    loads = {}
+    tasks = []
+    if name in ("json", "all"):
+        loads["json"] = {}
+        tasks.append(asyncio.create_task(json_load(stop, loads["json"])))
+    if name in ("store", "all"):
+        loads["store"] = {}
+        tasks.append(asyncio.create_task(store_load(stop, loads["store"], o["dir"] + "/benchstore")))
+    if name in ("tls", "all") and o["tls_port"]:
+        loads["tls"] = {}
+        tasks.append(asyncio.create_task(tls_load(stop, loads["tls"], o["tls_port"])))
+    gcst = {}
+    tasks.append(asyncio.create_task(gc_watch(stop, gcst)))
+    await asyncio.sleep_ms(50)  # let the loads start
+    gc.collect()
+    late = station.control.late
+    late.reset()
+    writes0 = board.store.writes
+    t0 = ticks_ms()
+    await asyncio.sleep_ms(int(o["seconds"] * 1000))
+    summ = late.summary()
+    wall = tdiff(ticks_ms(), t0)
+    hist = list(late.hist)
+    stop[0] = True
+    for t in tasks:
+        try:
+            await asyncio.wait_for_ms(t, 3000)
+        except asyncio.TimeoutError:
+            pass
+    c = station.connectors[0].status()
+    res = {"phase": name, "wall_ms": wall, "late": summ, "expected_runs": wall // station.control.period,
+           "hist_top": [[i, n] for i, n in enumerate(hist) if n and i >= 5],
+           "loads": {k: jsonable(v) for k, v in loads.items()},
+           "station_writes": board.store.writes - writes0,
+           "mem_free_min": gcst.get("mem_free_min"),
+           "charging": c["status"] == "Charging" and c["contactor"] and c["aux"],
+           "watchdog": station.watchdog.stalled or "ok",
+           "tick_errors": station.tick_errors}
+    return res
+
+
+async def main(o):
+    opts = {"dir": o["dir"], "time": "real", "connectors_hw": 1, "set": [], "seed": 1,
+            "repl": False, "echo_log": False}
+    board = UnixBoard(opts)
+    board.boot()
+    board.ready = True
+    bench = board.bench
+    await asyncio.sleep_ms(100)
+    bench.plug(32)
+    bench.ev("C")
+    for _ in range(300):
+        await asyncio.sleep_ms(10)
+        c = board.station.connectors[0].status()
+        if c["contactor"] and c["aux"]:
+            break
+    c = board.station.connectors[0].status()
+    print("charging: %s, offered %d mA, contactor %s" % (c["status"], c["offered_ma"], c["contactor"]))
+    if not (c["contactor"] and c["aux"]):
+        print("RESULT " + json.dumps({"error": "EV did not start charging: %s" % c}))
+        return
+    print("period %d ms, %s s per phase, heap %d bytes" % (
+        board.station.control.period, o["seconds"], gc.mem_free() + gc.mem_alloc()))
+    for name in o["phases"].split(","):
+        if name == "tls" and not o["tls_port"]:
+            print("phase tls skipped (no --tls-port)")
+            continue
+        res = await phase(board, name, o)
+        la = res["late"]
+        print("%-6s n=%d p50=%d p99=%d max=%d ms  loads=%s" % (
+            name, la["n"], la["p50"], la["p99"], la["max"], res["loads"]))
+        print("RESULT " + json.dumps(res))
+    board.station.stop()
+
+
+asyncio.run(main(parse(sys.argv[1:])))
