@@ -24,6 +24,7 @@ OC_WINDOW_MS = const(7000)  # EVerest: (offered + 0.5 A) * 1.1 for 7 s
 OC_OPEN_MS = const(1000)  # after an overcurrent stop, open 1 s after PWM off
 FOLLOW_MS = const(5000)  # an EV may take this long to follow a lower duty
 SLOW_MS = const(1000)  # longest tickless sleep
+LIMITS = ("config", "cable", "derate", "external")  # later: smart charging profiles
 
 # PP resistance (ohm) -> cable rating (mA), IEC 62196; outside = error.
 _PP = ((60, 0), (160, 63000), (450, 32000), (1000, 20000), (2200, 13000), (4500, 0))
@@ -55,8 +56,8 @@ class Connector:
         self.faults = Faults(clock, log, self.name, store)
         self.energy = EnergyRegister(store, self.name)
         max_ma = int(cfg["max_current_a"] * 1000)
-        # Limits from above, combined as the minimum. None = no limit.
-        self.limits = {"config": max_ma, "cable": None, "derate": None, "external": None}
+        # Limits from above (LIMITS order), combined as the minimum. None = no limit.
+        self.limits = [max_ma, None, None, None]
         self.offered_ma = 0
         self.limited_by = "config"
         self.out = DC_HIGH
@@ -105,7 +106,7 @@ class Connector:
         return False
 
     def set_limit(self, source, ma):
-        self.limits[source] = ma
+        self.limits[LIMITS.index(source)] = ma
 
     def set_available(self, on):
         self.available = on
@@ -197,11 +198,13 @@ class Connector:
             self.oc_since = None
 
     def _offered(self):
-        best, by = 1 << 30, "config"
-        for k, v in self.limits.items():
+        lim = self.limits
+        best, by = lim[0], 0
+        for k in range(1, len(lim)):
+            v = lim[k]
             if v is not None and v < best:
                 best, by = v, k
-        self.limited_by = by
+        self.limited_by = LIMITS[by]
         return best
 
     def tick(self, now):
@@ -302,7 +305,7 @@ class Connector:
                 pp = self.cfg["cable_a"] * 1000
             if pp == 0:
                 self.log.warn(self.src, "cable PP %d ohm out of range: not charging" % self.hw.pp_ohm[self.idx])
-            self.limits["cable"] = pp
+            self.set_limit("cable", pp)
             if self.cfg["free_vend"] and not self.faults.blocking() and self.available:
                 self.authorize("FREEVEND")
 
@@ -361,7 +364,7 @@ class Connector:
             "offered_ma": self.offered_ma,
             "limit_ma": self._offered(),
             "limited_by": self.limited_by,
-            "limits": dict(self.limits),
+            "limits": {k: self.limits[i] for i, k in enumerate(LIMITS)},
             "contactor": self.contactor.cmd,
             "aux": bool(self.hw.aux[self.idx]),
             "locked": bool(self.hw.locked[self.idx]) if self.socket else None,

@@ -65,7 +65,25 @@ class Faults:
         self.active = {}
         self.hold_until = None  # pilot F until this tick
         self.changed = False  # set on every raise/clear; the station persists latched ones
+        # Summaries the control loop asks for every tick, recomputed only when
+        # a fault comes or goes, so a tick allocates nothing.
+        self._blocking = False
+        self._open_now = False
+        self._since = None
         self._load()
+        self._recount()
+
+    def _recount(self):
+        self._blocking = self._open_now = False
+        self._since = None
+        for f in self.active.values():
+            sev, _, at_once, _ = TABLE[f.code]
+            if sev != DERATE:
+                self._blocking = True
+                if self._since is None or time.ticks_diff(f.since, self._since) < 0:
+                    self._since = f.since
+            if at_once:
+                self._open_now = True
 
     def _key(self):
         return "latched%s.json" % self.name
@@ -97,6 +115,7 @@ class Faults:
                 self.changed = True
             return False
         self.active[code] = Fault(code, now, self.clock.wall(), cause, hard)
+        self._recount()
         sev = TABLE[code][0]
         if sev != DERATE:
             self.hold_until = time.ticks_add(now, HOLD_F_MS)
@@ -110,6 +129,7 @@ class Faults:
     def clear(self, code, why):
         f = self.active.pop(code, None)
         if f is not None:
+            self._recount()
             self.log.info("conn%s" % self.name, "cleared %s: %s" % (code, why))
             self.changed = True
         return f is not None
@@ -118,24 +138,14 @@ class Faults:
         return code in self.active
 
     def blocking(self):
-        for f in self.active.values():
-            if TABLE[f.code][0] != DERATE:
-                return True
-        return False
+        return self._blocking
 
     def blocking_since(self):
         # When the oldest blocking fault began, or None.
-        t = None
-        for f in self.active.values():
-            if TABLE[f.code][0] != DERATE and (t is None or time.ticks_diff(f.since, t) < 0):
-                t = f.since
-        return t
+        return self._since
 
     def open_now(self):
-        for f in self.active.values():
-            if TABLE[f.code][2]:
-                return True
-        return False
+        return self._open_now
 
     def holding_f(self, now):
         if self.hold_until is None:

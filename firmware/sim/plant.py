@@ -92,10 +92,14 @@ class Plant:
     def quiet_ms(self, now):
         q = 1 << 30
         for o in self.outlets:
-            lk = -1 if o._lock_at is None else max(0, o._lock_at - now)
-            for t in (o.ev.next_event_ms(now), o.contactor.next_event_ms(now), lk):
-                if 0 <= t < q:
-                    q = t
+            t = o.ev.next_event_ms(now)
+            if 0 <= t < q:
+                q = t
+            t = o.contactor.next_event_ms(now)
+            if 0 <= t < q:
+                q = t
+            if o._lock_at is not None and o._lock_at - now < q:
+                q = max(0, o._lock_at - now)
         return q
 
     def set_duty(self, i, duty):
