@@ -8,12 +8,13 @@
 import asyncio
 import time
 from micropython import const
-from firmware.core.sched import Periodic, Watchdog
+from firmware.core.sched import Periodic, Watchdog, Slice
 from firmware.evse.connector import Connector, SLOW_MS
 from firmware.evse.derate import Derate
 from firmware.version import VERSION
 
 STORE_MS = const(1000)
+STORE_SLICE_MS = const(5)  # yield to the loop after this much flash work
 
 
 class Station:
@@ -27,6 +28,7 @@ class Station:
         self.version = VERSION
         self.booted_at = clock.ticks_ms()
         self.boots = self._count_boot()
+        hw.sample(self.booted_at)  # read the inputs before anything decides on them
         n = min(cfg["connectors"], hw.connectors)
         self.connectors = [Connector(i, hw, cfg, clock, log, store) for i in range(n)]
         self.derate = Derate(cfg["derate"])
@@ -55,7 +57,7 @@ class Station:
             return self._tick(now)
         except Exception as e:  # a bug must not leave the relay closed
             self.tick_errors += 1
-            self.hw.safe()
+            self.hw.safe(now)
             for c in self.connectors:
                 c.contactor.force_open()
                 c.faults.raise_("internal", "control tick raised %r" % e, now)
@@ -104,35 +106,47 @@ class Station:
     def safe(self):
         # Called by the watchdog when the control task stalls: open everything
         # without waiting for the control loop. It re-asserts itself next tick.
-        self.hw.safe()
         now = self.clock.ticks_ms()
+        self.hw.safe(now)
         for c in self.connectors:
             c.contactor.force_open()
             c.out = 0
             c.faults.raise_("watchdog", "control task stalled", now)
 
     # --- persistence (never from the control loop) --------------------------
-    def persist(self, force=False):
+    def _persist(self, c, due):
+        e = c.energy
+        if (e.dirty() and (due or c.session is None)) or e.baseline_unsaved():
+            e.save()
+        if c.faults.changed:
+            c.faults.changed = False
+            rec = c.faults.latched_records()
+            if rec or self.store.read(c.faults._key(), None) is not None:
+                self.store.write(c.faults._key(), rec)
+
+    def _due(self, force):
         now = self.clock.ticks_ms()
-        due = force or time.ticks_diff(now, self._saved_at) >= self.cfg["meter_save_s"] * 1000
-        for c in self.connectors:
-            e = c.energy
-            if (e.dirty() and (due or c.session is None)) or e.baseline_unsaved():
-                e.save()
-            if c.faults.changed:
-                c.faults.changed = False
-                rec = c.faults.latched_records()
-                if rec or self.store.read(c.faults._key(), None) is not None:
-                    self.store.write(c.faults._key(), rec)
-        if due:
+        if force or time.ticks_diff(now, self._saved_at) >= self.cfg["meter_save_s"] * 1000:
             self._saved_at = now
+            return True
+        return False
+
+    def persist(self, force=False):
+        due = self._due(force)
+        for c in self.connectors:
+            self._persist(c, due)
         self.log.flush(self.store)
 
     async def store_task(self):
+        sl = Slice(STORE_SLICE_MS)
         while True:
             await self.clock.sleep_ms(STORE_MS)
             try:
-                self.persist()
+                due = self._due(False)
+                for c in self.connectors:
+                    self._persist(c, due)
+                    await sl.check()
+                self.log.flush(self.store)
             except OSError as e:
                 self.log.error("store", "write failed: %r" % e)
             # Clear the watchdog fault once the control loop runs again.
@@ -148,7 +162,7 @@ class Station:
 
     def stop(self):
         # Orderly shutdown (reboot): open, save, cancel tasks.
-        self.hw.safe()
+        self.hw.safe(self.clock.ticks_ms())
         for t in self._tasks:
             try:
                 t.cancel()

@@ -15,6 +15,32 @@ from firmware.sim.hw import SimHardware
 from firmware.station import Station
 from firmware.bench import Bench, BenchError
 
+WDT_MS = 5000  # the simulated hardware watchdog's timeout
+
+
+class SimWdt:
+    # Stands in for machine.WDT: fed by the station's watchdog only while every
+    # critical task is alive; when it starves, the board resets, as a real
+    # one would, after the software watchdog has already opened everything.
+    def __init__(self, board, timeout_ms=WDT_MS):
+        self.board = board
+        self.timeout = timeout_ms
+        self.fed = board.clock.ticks_ms()
+        self.resets = 0
+
+    def feed(self):
+        self.fed = self.board.clock.ticks_ms()
+
+    async def run(self):
+        clock = self.board.clock
+        while True:
+            await clock.sleep_ms(1000)
+            if clock.ticks_ms() - self.fed > self.timeout:
+                self.resets += 1
+                self.board.log.error("board", "hardware watchdog expired: reset")
+                self.fed = clock.ticks_ms()
+                self.board.reboot()
+
 
 class UnixBoard:
     def __init__(self, opts, out=None):
@@ -31,6 +57,7 @@ class UnixBoard:
         if restored and self.clock.simulated and self.plant.wall:
             self.clock.set_wall(self.plant.wall)
         self.hw = SimHardware(self.plant)
+        self.hw.wdt = SimWdt(self)  # its task starts with the board's loop (main.run)
         self.bench = Bench(self)
         self.station = None
         self.log = None

@@ -91,7 +91,9 @@ async def run(board):
             print("error: control channel port %d: %s" % (o["port"], e))
             sys.exit(2)
         print("control channel on 127.0.0.1:%d" % o["port"])
-    clock_task = asyncio.create_task(board.clock.run()) if board.clock.simulated else None
+    asyncio.create_task(board.hw.wdt.run())
+    if board.clock.simulated:
+        asyncio.create_task(board.clock.run())
     if o["repl"]:
         print("bench REPL: type help() for the commands")
         await repl_mod.repl(repl_mod.namespace(board.bench))

@@ -82,8 +82,9 @@ class Connector:
         hw.lock(idx, False)
         self.prev_state = cp.A
         self.listeners = []  # fn(connector, event, detail), for the layer above
-        if hw.aux[idx]:
-            self.faults.raise_("weld", "aux contact closed at boot with the coil off", clock.ticks_ms())
+        # Boot counts as a coil-off command: contacts still closed AUX_MS after
+        # it are welded, by the same check as after every opening.
+        self.contactor.cmd_at = clock.ticks_ms()
 
     # --- commands from above -------------------------------------------------
     def authorize(self, id_tag="FREEVEND"):

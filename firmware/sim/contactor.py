@@ -16,12 +16,18 @@ class SimContactor:
             self._switch_at = now + self.rng.range(100, 110)
 
     def step(self, now):
-        if self._switch_at is not None and now >= self._switch_at:
+        # Returns when the contacts moved, or None.
+        at = self._switch_at
+        if at is not None and now >= at:
             self._switch_at = None
+            was = self.closed
             if self.coil:
                 self.closed = not self.stuck_open
             elif not self.welded:
                 self.closed = False
+            if self.closed != was:
+                return at
+        return None
 
     def next_event_ms(self, now):
         return -1 if self._switch_at is None else max(0, self._switch_at - now)

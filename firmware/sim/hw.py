@@ -18,7 +18,7 @@
 #   contactor(i, on)      drive the relay coil
 #   lock(i, on)           drive the connector lock actuator
 #   rcd_reset(i)
-#   safe()                every coil off, every pilot at F; callable from anywhere
+#   safe(now=None)        every coil off, every pilot at F; callable from anywhere
 #   quiet_ms(now)         ms in which no discrete input can change (sim only; 0 = unknown)
 #   wdt                   object with feed(), or None
 class SimHardware:
@@ -80,7 +80,9 @@ class SimHardware:
     def rcd_reset(self, i):
         self.plant.outlets[i].rcd_tripped = False
 
-    def safe(self):
+    def safe(self, now=None):
+        if now is not None:
+            self.plant.step(now)  # the world moved on while the firmware was stuck
         for i in range(self.connectors):
             self.plant.set_coil(i, False)
             self.plant.set_duty(i, 0)

@@ -46,11 +46,11 @@ class Plant:
         self.trace = []  # (ms, connector, what, value): a bench scope
         self.trace_max = 400
 
-    def mark(self, i, what, value):
+    def mark(self, i, what, value, at=None):
         if self.now is None:
             return
         t = self.trace
-        t.append((self.now, i + 1, what, value))
+        t.append((self.now if at is None else at, i + 1, what, value))
         if len(t) > self.trace_max:
             del t[0]
 
@@ -66,10 +66,9 @@ class Plant:
                 if not o.lock_jammed and o.locked != o.lock_cmd:
                     o.locked = o.lock_cmd
                     self.mark(i, "locked", o.locked)
-            was = o.contactor.closed
-            o.contactor.step(now)
-            if o.contactor.closed != was:
-                self.mark(i, "contacts", o.contactor.closed)
+            moved = o.contactor.step(now)
+            if moved is not None:
+                self.mark(i, "contacts", o.contactor.closed, moved)
             ev = o.ev
             before = ev.state()
             m = o.meter
