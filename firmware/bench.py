@@ -8,7 +8,7 @@
 # answer with an error.
 from firmware.evse import pilot as cp
 
-FAULTS = ("weld", "rcd", "ground", "meter", "pilot_short", "pilot_f", "temp_sensor", "stuck_open", "diode", "lock")
+FAULTS = ("weld", "rcd", "ground", "meter", "pilot_short", "pilot_f", "temp_sensor", "stuck_open", "diode", "lock", "pp")
 CABLES = (13, 20, 32, 63, 70)
 
 # op: (help, ((arg, kind, default, lo, hi_or_choices), ...))
@@ -215,6 +215,8 @@ class Bench:
             o.ev.diode = not on
         elif name == "lock":
             o.lock_jammed = on
+        elif name == "pp":
+            o.pp_open = on  # the cable's PP resistor is broken
         self._changed()
         return {}
 

@@ -305,7 +305,7 @@ class Connector:
             if self.cfg["cable_a"]:
                 pp = self.cfg["cable_a"] * 1000
             if pp == 0:
-                self.log.warn(self.src, "cable PP %d ohm out of range: not charging" % self.hw.pp_ohm[self.idx])
+                self.faults.raise_("cable", "cable PP %d ohm outside 60..4500 ohm" % self.hw.pp_ohm[self.idx], now)
             self.set_limit("cable", pp)
             if self.cfg["free_vend"] and not self.faults.blocking() and self.available:
                 self.authorize("FREEVEND")

@@ -34,6 +34,7 @@ TABLE = {
     "switch": (RECOVERABLE, "PowerSwitchFailure", True, True),
     "meter": (RECOVERABLE, "PowerMeterFailure", False, False),
     "lock": (RECOVERABLE, "ConnectorLockFailure", True, True),
+    "cable": (RECOVERABLE, "OtherError", True, True),  # PP out of range; vendor code "PP"
     "overtemp": (RECOVERABLE, "HighTemperature", False, False),
     "temp_sensor": (RECOVERABLE, "OtherError", False, False),
     "hot": (DERATE, "HighTemperature", False, False),

@@ -51,7 +51,7 @@ class SimHardware:
         for i, o in enumerate(p.outlets):
             self.cp_hi[i] = o.hi
             self.cp_lo[i] = o.lo
-            self.pp_ohm[i] = o.pp_ohm if o.ev.plugged else -1
+            self.pp_ohm[i] = (100000 if o.pp_open else o.pp_ohm) if o.ev.plugged else -1
             self.aux[i] = o.contactor.closed
             self.rcd[i] = o.rcd_tripped
             self.ground_ok[i] = o.ground_ok

@@ -22,6 +22,7 @@ class Outlet:
         self.meter = SimMeter(voltage_mv, phases)
         self.duty = 1000
         self.pp_ohm = -1  # no cable
+        self.pp_open = False  # injected: broken PP resistor, reads as open
         self.residual_ma = 0
         self.rcd_tripped = False
         self.ground_ok = True
@@ -130,7 +131,7 @@ class Plant:
         return {
             "wall": self.wall,
             "thermal": self.thermal.to_dict(),
-            "outlets": [{"ev": o.ev.to_dict(), "pp_ohm": o.pp_ohm, "residual_ma": o.residual_ma,
+            "outlets": [{"ev": o.ev.to_dict(), "pp_ohm": o.pp_ohm, "pp_open": o.pp_open, "residual_ma": o.residual_ma,
                          "ground_ok": o.ground_ok, "pilot_f": o.pilot_f, "meter_wh": o.meter.wh,
                          "meter_ok": o.meter.ok, "welded": o.contactor.welded,
                          "stuck_open": o.contactor.stuck_open, "locked": o.locked,
@@ -144,6 +145,7 @@ class Plant:
         for o, od in zip(self.outlets, d.get("outlets", [])):
             o.ev.load(od.get("ev", {}))
             o.pp_ohm = od.get("pp_ohm", -1)
+            o.pp_open = od.get("pp_open", False)
             o.residual_ma = od.get("residual_ma", 0)
             o.ground_ok = od.get("ground_ok", True)
             o.pilot_f = od.get("pilot_f", False)
