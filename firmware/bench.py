@@ -30,7 +30,7 @@ COMMANDS = {
     "ambient": ("set the ambient temperature (C); the charger heats with current", (("celsius", "num", None, -40, 80),)),
     "fault": ("inject a fault: " + ", ".join(FAULTS), (("name", "choice", None, None, FAULTS), CONN,)),
     "clear": ("remove an injected fault from the plant", (("name", "choice", None, None, FAULTS), CONN,)),
-    "token": ("present an RFID token (starts, or stops its own session)", (("id", "str", None, 1, 20), CONN,)),
+    "token": ("present an RFID token (starts, or stops its own session)", (("tag", "str", None, 1, 20), CONN,)),
     "stop": ("stop charging from the charger's side", (CONN,)),
     "limit": ("external current limit (A), None to remove", (("amps", "opt_num", None, 0, 80), CONN,)),
     "available": ("make the connector available (True) or not", (("on", "bool", True, None, None), CONN,)),
@@ -226,16 +226,16 @@ class Bench:
     def clear(self, name, c=1):
         return self._inject(name, c, False)
 
-    def token(self, id, c=1):
+    def token(self, tag, c=1):
         conn = self._conn(c)
-        if conn.session is not None and conn.session["id_tag"] == id:
+        if conn.session is not None and conn.session["id_tag"] == tag:
             conn.stop("Local")
             return {"result": "stopping"}
         if conn.session is not None:
             return {"result": "busy"}
         if conn.pilot.state == cp.A:
             return {"result": "no EV plugged in"}
-        ok = conn.authorize(id)
+        ok = conn.authorize(tag)
         self._changed()
         return {"result": "accepted" if ok else "refused"}
 

@@ -34,6 +34,7 @@ class Station:
         self.derate = Derate(cfg["derate"])
         self.max_ma = int(cfg["max_current_a"] * 1000)
         self.temp_dc = None
+        self.sensor_failed = False
         self.control = Periodic(clock, cfg["period_ms"], self.tick)
         self.watchdog = Watchdog(clock, log, hw_wdt=hw.wdt)
         self.watchdog.watch(self.control)
@@ -81,15 +82,20 @@ class Station:
         self.temp_dc = t
         d = self.derate
         if t is None:
-            for c in self.connectors:
-                c.faults.raise_("temp_sensor", "temperature sensor not answering", now)
+            if not self.sensor_failed:
+                self.sensor_failed = True
+                for c in self.connectors:
+                    c.faults.raise_("temp_sensor", "temperature sensor not answering", now)
             return
+        if self.sensor_failed:
+            self.sensor_failed = False
+            for c in self.connectors:
+                c.faults.clear("temp_sensor", "sensor answering again")
         if not d.update(now, t):
             return
         pct = d.percent()
         lim = None if pct == 100 else self.max_ma * pct // 100
         for c in self.connectors:
-            c.faults.clear("temp_sensor", "sensor answering again")
             c.set_limit("derate", lim)
             if d.hot:
                 c.faults.raise_("overtemp", "%d.%d C >= shutdown %s C" % (t // 10, t % 10, d.shutdown_dc // 10), now)

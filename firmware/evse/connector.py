@@ -81,6 +81,8 @@ class Connector:
         self.lock_at = 0
         hw.lock(idx, False)
         self.prev_state = cp.A
+        self.vend_pending = False  # free vend: authorize this plug-in as soon as we may
+        self.finishing = False  # a session ended and the EV is still plugged in
         self.listeners = []  # fn(connector, event, detail), for the layer above
         # Boot counts as a coil-off command: contacts still closed AUX_MS after
         # it are welded, by the same check as after every opening.
@@ -92,6 +94,7 @@ class Connector:
             return False
         if self.session is None:
             self.authorized = True
+            self.finishing = False
             self.id_tag = id_tag
             self.stop_req = None
             self._start_session(self.clock.ticks_ms())
@@ -99,6 +102,7 @@ class Connector:
 
     def stop(self, reason="Local"):
         # EVSE-initiated stop: PWM off, the EV stops, open (forced at stop_force_ms).
+        self.vend_pending = False
         if self.session is not None or self.authorized:
             self.stop_req = reason
             self.authorized = False
@@ -113,6 +117,8 @@ class Connector:
         self.available = on
         if not on:
             self.stop("Other")
+        elif self.cfg["free_vend"] and cp.B <= self.pilot.state <= cp.D and self.session is None:
+            self.vend_pending = True
 
     def clear_latched(self, code=None):
         # Service command: clear latched faults whose cause is gone.
@@ -140,6 +146,7 @@ class Connector:
         s["wh"] = self.energy.wh - s["start_wh"]
         self.last_session = s
         self.session = None
+        self.finishing = reason != "EVDisconnected"
         self.authorized = False
         self.log.info(self.src, "session ended: %s, %d Wh" % (reason, s["wh"]))
         self._emit("session_end", s)
@@ -219,6 +226,9 @@ class Connector:
         self._update_faults(now, st)
         offered = self._offered()
         blocking = f.blocking()
+        if self.vend_pending and not blocking and self.available and self.session is None:
+            self.vend_pending = False
+            self.authorize("FREEVEND")
         plugged = cp.B <= st <= cp.D
         want_pwm = (not blocking and self.available and plugged and self.authorized
                     and self.stop_req is None and offered >= 6000)
@@ -241,7 +251,8 @@ class Connector:
             # live (coil on, or aux still closed: a welded contactor keeps the
             # plug locked); released UNLOCK_FAULT_MS into a fault.
             live = c.cmd or hw.aux[i]
-            want_lock = plugged and not f.has("lock") and (live or (
+            # E, F or an invalid level is still a plug in the socket: only A unlocks at once.
+            want_lock = st != cp.A and not f.has("lock") and (live or (
                 self.session is not None and (since is None or tdiff(now, since) < UNLOCK_FAULT_MS)))
             if want_lock != self.lock_cmd:
                 self.lock_cmd = want_lock
@@ -300,6 +311,8 @@ class Connector:
             self.authorized = False
             self.stop_req = None
             self.id_tag = None
+            self.vend_pending = False
+            self.finishing = False
         elif old == cp.A and cp.B <= st <= cp.D:
             pp = cable_ma(self.hw.pp_ohm[self.idx])
             if self.cfg["cable_a"]:
@@ -307,13 +320,13 @@ class Connector:
             if pp == 0:
                 self.faults.raise_("cable", "cable PP %d ohm outside 60..4500 ohm" % self.hw.pp_ohm[self.idx], now)
             self.set_limit("cable", pp)
-            if self.cfg["free_vend"] and not self.faults.blocking() and self.available:
-                self.authorize("FREEVEND")
+            self.vend_pending = self.cfg["free_vend"]
 
     def _quiet(self, now, st):
         # How long nothing here can change without an input changing.
         c = self.contactor
-        if (self.pilot.raw != st or self.faults.hold_until is not None or self.oc_since is not None
+        if (self.pilot.raw != st or self.pilot.counting() or self.faults.hold_until is not None
+                or self.oc_since is not None
                 or self.pwm_off_at is not None or self.hw.aux[self.idx] != c.cmd
                 or (self.socket and self.hw.locked[self.idx] != self.lock_cmd)
                 or tdiff(now, c.cmd_at) < AUX_MS + GROUND_MS + 100
@@ -344,7 +357,7 @@ class Connector:
         if self.contactor.cmd:
             return "Charging" if self.out != DC_HIGH else "SuspendedEVSE"
         if self.session is None:
-            return "Finishing" if self.last_session is not None and self.last_session.get("reason") != "EVDisconnected" else "Preparing"
+            return "Finishing" if self.finishing else "Preparing"
         if self.offered_ma < 6000:
             return "SuspendedEVSE"
         if st == cp.B:

@@ -26,7 +26,7 @@ class Derate:
         changed = False
         while lvl < len(pts) and temp_dc >= pts[lvl][0] * 10:
             lvl += 1
-        if lvl == self.level and lvl > 0:
+        if lvl == self.level and lvl > 0 and not self.hot:  # shut down: resume on the lowest step
             quiet = self.changed_at is None or time.ticks_diff(now, self.changed_at) >= self.interval
             if quiet and temp_dc < pts[lvl - 1][0] * 10 - self.hyst:
                 lvl -= 1

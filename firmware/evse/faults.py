@@ -37,7 +37,9 @@ TABLE = {
     "cable": (RECOVERABLE, "OtherError", True, True),  # PP out of range; vendor code "PP"
     "overtemp": (RECOVERABLE, "HighTemperature", False, False),
     "temp_sensor": (RECOVERABLE, "OtherError", False, False),
-    "hot": (DERATE, "HighTemperature", False, False),
+    # Derating is information, not an error: a CSMS must not read a charging
+    # connector as faulted. Shutdown (overtemp) is the HighTemperature error.
+    "hot": (DERATE, "NoError", False, False),
     "watchdog": (RECOVERABLE, "InternalError", True, False),
     "internal": (RECOVERABLE, "InternalError", True, False),
 }

@@ -110,6 +110,10 @@ class Pilot:
             self.diode_ok = False
         return self.state
 
+    def counting(self):
+        # A diode check is between its first bad reading and its verdict.
+        return self._bad_lo > 0
+
     def clear_diode(self):
         self.diode_fault = False
         self._bad_lo = 0

@@ -8,7 +8,7 @@
 #   cp_hi[i], cp_lo[i]    pilot high / low half, mV, averaged over ~10 periods
 #   pp_ohm[i]             proximity pilot resistance, ohm; -1 = no cable / no PP
 #   aux[i]                aux (mirror) contact closed
-#   rcd[i]                residual current tripped (latched until rcd_reset)
+#   rcd[i]                residual current tripped (latched until rcd_reset, which clears it here too)
 #   ground_ok[i]          protective earth present
 #   meter_wh[i]           meter register, Wh (None when the meter fails)
 #   power_w[i], current_ma[i], voltage_mv[i]
@@ -78,7 +78,9 @@ class SimHardware:
         self.plant.set_lock(i, on)
 
     def rcd_reset(self, i):
+        # The latch and our snapshot of it: the caller must not see the old trip again.
         self.plant.outlets[i].rcd_tripped = False
+        self.rcd[i] = False
 
     def safe(self, now=None):
         if now is not None:
