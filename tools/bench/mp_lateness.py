@@ -2,13 +2,20 @@
 # other tasks load the asyncio loop.
 #
 #   micropython tools/bench/mp_lateness.py --dir DIR [--seconds S] [--tls-port N]
+#                                          [--phases idle,json,store,tls,all]
 #
 # Builds the Unix board (RealClock, simulated plant, store in DIR/flash, no
 # control channel, no REPL), boots the station, plugs an EV in and lets it
-# charge, then runs phases of S seconds each: no load, JSON, store writes, TLS
-# handshakes (only with --tls-port: a TLS server on 127.0.0.1 that answers one
-# line per connection, started by tools/bench/run.py), and all of them at once.
-# Between phases the control loop's lateness histogram is reset.
+# charge, then runs phases of S seconds each (a phase may say name:seconds).
+# A phase is "idle", "all" (json+store+tls) or load kinds joined by "+":
+#   json     20 kB OCPP-like message: json.dumps + json.loads, sleep_ms(0) between
+#   store    atomic Store.write of a ~4 kB record, sleep_ms(2) between
+#   tls      TLS connect, handshake, one line each way, close, sleep_ms(5) between
+#   tlsidle  one TLS stream open and idle, its task waiting in read()
+#   spin     a task that only does sleep_ms(0): counts loop iterations per second
+# The TLS kinds need --tls-port: a server on 127.0.0.1 that reads one line and
+# answers b"pong\n" (tools/bench/run.py starts it). The control loop's lateness
+# histogram is reset at the start of each phase.
 #
 # Output: human-readable lines, and one line per phase starting with
 # "RESULT " followed by JSON, which tools/bench/run.py parses.
@@ -26,6 +33,14 @@ from firmware.core.store import Store
 
 ticks_ms = time.ticks_ms
 tdiff = time.ticks_diff
+
+
+def start_board_tasks(board):
+    # What boards/unix/main.py starts beside the station (the simulated
+    # hardware watchdog, where the board has one); no control channel, no REPL.
+    wdt = getattr(board.hw, "wdt", None)
+    if wdt is not None and hasattr(wdt, "run"):
+        asyncio.create_task(wdt.run())
 
 
 def parse(argv):
@@ -151,11 +166,67 @@ async def tls_load(stop, st, port):
         await asyncio.sleep_ms(5)
 
 
+async def tls_idle(stop, st, port):
+    # One TLS stream kept open and idle, as an OCPP websocket over wss:// is
+    # between messages: the task waits in read() for data that does not come.
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.verify_mode = ssl.CERT_NONE
+    r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+    w.write(b"idle")
+    await w.drain()  # the handshake is done here
+    st["open"] = True
+    rd = asyncio.create_task(r.readline())
+    while not stop[0]:
+        await asyncio.sleep_ms(20)
+    w.write(b"\n")
+    await w.drain()
+    try:
+        st["reply"] = await asyncio.wait_for_ms(rd, 2000)
+    except asyncio.TimeoutError:
+        st["reply"] = None
+    w.close()
+    await w.wait_closed()
+
+
+async def spin(stop, st):
+    # Count asyncio loop iterations: a task that only yields.
+    n = 0
+    t0 = ticks_ms()
+    while not stop[0]:
+        await asyncio.sleep_ms(0)
+        n += 1
+    st["per_s"] = n * 1000 // max(1, tdiff(ticks_ms(), t0))
+
+
 def jsonable(st):
     out = {}
     for k, v in st.items():
         out[k] = v.info() if isinstance(v, Stat) else v
     return out
+
+
+def cpu_ticks():
+    # utime + stime of this process in clock ticks (USER_HZ, 100 on Linux).
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def preemptions():
+    # Times the kernel took the CPU from this process (another process wanted
+    # it): the host's share of lateness, not the firmware's.
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("nonvoluntary_ctxt_switches:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 async def gc_watch(stop, st):
@@ -169,20 +240,28 @@ async def gc_watch(stop, st):
     st["mem_free_min"] = lo
 
 
-async def phase(board, name, o):
+async def phase(board, name, seconds, o):
     station = board.station
     stop = [False]
     loads = {}
     tasks = []
-    if name in ("json", "all"):
+    kinds = ("json", "store", "tls") if name == "all" else name.split("+")
+    if "json" in kinds:
         loads["json"] = {}
         tasks.append(asyncio.create_task(json_load(stop, loads["json"])))
-    if name in ("store", "all"):
+    if "store" in kinds:
         loads["store"] = {}
         tasks.append(asyncio.create_task(store_load(stop, loads["store"], o["dir"] + "/benchstore")))
-    if name in ("tls", "all") and o["tls_port"]:
+    if "tls" in kinds and o["tls_port"]:
         loads["tls"] = {}
         tasks.append(asyncio.create_task(tls_load(stop, loads["tls"], o["tls_port"])))
+    if "tlsidle" in kinds and o["tls_port"]:
+        loads["tlsidle"] = {}
+        tasks.append(asyncio.create_task(tls_idle(stop, loads["tlsidle"], o["tls_port"])))
+        await asyncio.sleep_ms(200)  # connected and idle before the phase starts
+    if "spin" in kinds:
+        loads["spin"] = {}
+        tasks.append(asyncio.create_task(spin(stop, loads["spin"])))
     gcst = {}
     tasks.append(asyncio.create_task(gc_watch(stop, gcst)))
     await asyncio.sleep_ms(50)  # let the loads start
@@ -190,10 +269,15 @@ async def phase(board, name, o):
     late = station.control.late
     late.reset()
     writes0 = board.store.writes
+    cpu0 = cpu_ticks()
+    pre0 = preemptions()
     t0 = ticks_ms()
-    await asyncio.sleep_ms(int(o["seconds"] * 1000))
+    await asyncio.sleep_ms(int(seconds * 1000))
     summ = late.summary()
     wall = tdiff(ticks_ms(), t0)
+    cpu = cpu_ticks()
+    pre = preemptions()
+    cpu_pct = None if cpu is None or cpu0 is None else (cpu - cpu0) * 1000 // wall  # 100 Hz clock ticks
     hist = list(late.hist)
     stop[0] = True
     for t in tasks:
@@ -206,10 +290,13 @@ async def phase(board, name, o):
            "hist_top": [[i, n] for i, n in enumerate(hist) if n and i >= 5],
            "loads": {k: jsonable(v) for k, v in loads.items()},
            "station_writes": board.store.writes - writes0,
+           "cpu_pct": cpu_pct,
+           "preempted": None if pre is None or pre0 is None else pre - pre0,
            "mem_free_min": gcst.get("mem_free_min"),
            "charging": c["status"] == "Charging" and c["contactor"] and c["aux"],
            "watchdog": station.watchdog.stalled or "ok",
-           "tick_errors": station.tick_errors}
+           "tick_errors": station.tick_errors,
+           "wdt_resets": getattr(board.hw.wdt, "resets", 0) if board.hw.wdt is not None else 0}
     return res
 
 
@@ -218,6 +305,7 @@ async def main(o):
             "repl": False, "echo_log": False}
     board = UnixBoard(opts)
     board.boot()
+    start_board_tasks(board)
     board.ready = True
     bench = board.bench
     await asyncio.sleep_ms(100)
@@ -235,14 +323,16 @@ async def main(o):
         return
     print("period %d ms, %s s per phase, heap %d bytes" % (
         board.station.control.period, o["seconds"], gc.mem_free() + gc.mem_alloc()))
-    for name in o["phases"].split(","):
-        if name == "tls" and not o["tls_port"]:
-            print("phase tls skipped (no --tls-port)")
+    for spec in o["phases"].split(","):
+        # name[:seconds]; name is idle, all, or kinds joined by "+"
+        name, _, secs = spec.partition(":")
+        if "tls" in name and not o["tls_port"]:
+            print("phase %s skipped (no --tls-port)" % name)
             continue
-        res = await phase(board, name, o)
+        res = await phase(board, name, float(secs) if secs else o["seconds"], o)
         la = res["late"]
-        print("%-6s n=%d p50=%d p99=%d max=%d ms  loads=%s" % (
-            name, la["n"], la["p50"], la["p99"], la["max"], res["loads"]))
+        print("%-12s n=%d p50=%d p99=%d max=%d ms  cpu %s%%" % (
+            name, la["n"], la["p50"], la["p99"], la["max"], res["cpu_pct"]))
         print("RESULT " + json.dumps(res))
     board.station.stop()
 

@@ -1,0 +1,568 @@
+"""Firmware benchmarks on the MicroPython Unix port (`make bench`).
+
+Prints figures, not pass/fail:
+  1. control-loop lateness (real time) with no load and while JSON, store
+     writes and TLS handshakes to a local TLS server load the asyncio loop
+     (tools/bench/mp_lateness.py); also asyncio loop iterations per second
+     with and without one idle TLS stream open;
+  2. simulated seconds per wall second for a 24 h charging scenario in step
+     mode, driven over the control channel (host_tests/fwproc.py), and the
+     same in-process with and without an idle TLS stream (tools/bench/mp_simrate.py);
+  3. the smallest `-X heapsize` in which a plug-charge-derate-unplug scenario
+     runs correctly, for the whole Unix firmware (control channel on, REPL off)
+     and for the station alone in-process from .py and from .mpy
+     (tools/bench/mp_heap.py), plus live-heap figures (gc) and
+     micropython.mem_peak() from inside.
+
+The TLS server's certificate is self-signed RSA 2048, made with the
+`cryptography` package if importable, else with `openssl req`.
+
+  .venv/bin/python tools/bench/run.py [--only lateness,sim24h,heap] [--seconds S]
+"""
+import argparse
+import json
+import os
+import shutil
+import socketserver
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "host_tests"))
+
+from fwproc import FirmwareProcess, micropython  # noqa: E402
+
+SUMMARY = []  # (label, value) lines for the final block
+
+
+def say(*a):
+    print(*a, flush=True)
+
+
+def summary(label, value):
+    SUMMARY.append((label, value))
+
+
+# --- 1. lateness under load ---------------------------------------------------
+
+def make_cert(d):
+    """Self-signed RSA-2048 certificate for 127.0.0.1: `cryptography` if the
+    interpreter has it, else the `openssl` command. Returns (cert, key, how)."""
+    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+    try:
+        import datetime
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        from cryptography.x509.oid import NameOID
+        import ipaddress
+    except ImportError:
+        openssl = shutil.which("openssl")
+        if not openssl:
+            raise RuntimeError("neither the cryptography package nor the openssl command is available")
+        subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-keyout", key, "-out", cert, "-subj", "/CN=127.0.0.1"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        return cert, key, "openssl req (RSA 2048)"
+    k = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    c = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(k.public_key())
+         .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+         .not_valid_after(now + datetime.timedelta(days=2))
+         .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+         .sign(k, hashes.SHA256()))
+    with open(key, "wb") as f:
+        f.write(k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                serialization.NoEncryption()))
+    with open(cert, "wb") as f:
+        f.write(c.public_bytes(serialization.Encoding.PEM))
+    return cert, key, "cryptography (RSA 2048)"
+
+
+class TLSServer:
+    """TLS on 127.0.0.1: per connection, read one line, answer b"pong\\n", close."""
+
+    def __init__(self, cert, key):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(cert, key)
+        self.handshakes = 0
+        self.errors = 0
+        self.last_error = None
+        self.versions = {}
+        outer = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self):
+                self.request.settimeout(10)
+                try:
+                    with outer.ctx.wrap_socket(self.request, server_side=True) as s:
+                        v = "%s %s" % (s.version(), s.cipher()[0])
+                        outer.versions[v] = outer.versions.get(v, 0) + 1
+                        outer.handshakes += 1
+                        buf = b""
+                        while not buf.endswith(b"\n") and len(buf) < 100:
+                            chunk = s.recv(100)
+                            if not chunk:
+                                break
+                            buf += chunk
+                        s.sendall(b"pong\n")
+                except (OSError, ssl.SSLError) as e:
+                    outer.errors += 1
+                    outer.last_error = repr(e)
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+PHASES = "idle,json,store,tls,all"
+EXTRA = "spin:2,spin+tlsidle:2,json+tlsidle:3"
+
+
+def bench_lateness(seconds, srv):
+    say("\n== 1. control-loop lateness under load (RealClock, %s s per phase) ==" % seconds)
+    d = tempfile.mkdtemp(prefix="bench-late-")
+    try:
+        hs0 = srv.handshakes
+        cmd = [micropython(), os.path.join(HERE, "mp_lateness.py"), "--dir", os.path.join(d, "sim"),
+               "--seconds", str(seconds), "--tls-port", str(srv.port), "--phases", PHASES + "," + EXTRA]
+        t0 = time.monotonic()
+        p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=seconds * 10 + 60)
+        wall = time.monotonic() - t0
+        tls_info = dict(srv.versions), srv.handshakes - hs0, srv.errors, srv.last_error
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    results = []
+    for line in p.stdout.splitlines():
+        if line.startswith("RESULT "):
+            results.append(json.loads(line[7:]))
+        else:
+            say("  mp: " + line)
+    if p.returncode != 0 or not results or "error" in results[0]:
+        say("mp_lateness.py failed (rc %s):\n%s\n%s" % (p.returncode, p.stdout[-3000:], p.stderr[-3000:]))
+        summary("lateness", "FAILED (see above)")
+        return
+    say("TLS server saw %d handshakes (%s), %d server-side errors%s" % (
+        tls_info[1], ", ".join("%s x%d" % kv for kv in tls_info[0].items()), tls_info[2],
+        " (last: %s)" % tls_info[3] if tls_info[3] else ""))
+    say("")
+    say("  %-12s %9s %4s %4s %4s %4s %5s   %s" % ("load", "runs/due", "p50", "p99", "max", "cpu%", "preem",
+                                          "work done in the phase (longest single blocking step)"))
+    extra = {}
+    for r in results:
+        if r["phase"] not in PHASES.split(","):
+            extra[r["phase"]] = r
+            continue
+        la = r["late"]
+        work = []
+        ld = r["loads"]
+        if "json" in ld:
+            j = ld["json"]
+            work.append("json %d msgs of %d B (encode max %d ms, decode max %d ms)" % (
+                j["decode"]["n"], j["bytes"], j["encode"]["max_ms"], j["decode"]["max_ms"]))
+        if "store" in ld:
+            s = ld["store"]
+            work.append("store %d writes of %d B (max %d ms)" % (s["write"]["n"], s["bytes"], s["write"]["max_ms"]))
+        if "tls" in ld:
+            t = ld["tls"]
+            c = t["connection"]
+            work.append("tls %d handshakes (mean %.1f ms, max %d ms per connection, %d errors%s)" % (
+                c["n"], c["mean_ms"], c["max_ms"], t["errors"],
+                "; last " + t["last_error"] if t["last_error"] else ""))
+        flags = []
+        if not r["charging"]:
+            flags.append("NOT CHARGING at end")
+        if r["watchdog"] != "ok":
+            flags.append("watchdog " + r["watchdog"])
+        if r["tick_errors"]:
+            flags.append("%d tick errors" % r["tick_errors"])
+        if r.get("wdt_resets"):
+            flags.append("%d hardware watchdog resets" % r["wdt_resets"])
+        say("  %-12s %9s %4d %4d %4d %4s %5s   %s%s" % (
+            r["phase"], "%d/%d" % (la["n"], r["expected_runs"]), la["p50"], la["p99"], la["max"], r["cpu_pct"],
+            r.get("preempted"), "; ".join(work) or "-",
+            ("  !! " + ", ".join(flags)) if flags else ""))
+        if r["hist_top"]:
+            say("  %-12s lateness >= 5 ms: %s" % ("", ", ".join("%d ms x%d" % (i, n) for i, n in r["hist_top"])))
+        summary("lateness %-5s p50/p99/max" % r["phase"], "%d / %d / %d ms  (%d runs of the 10 ms loop)" % (
+            la["p50"], la["p99"], la["max"], la["n"]))
+    if "all" in [r["phase"] for r in results]:
+        say("  (runs/due: a run more than one period late re-anchors the schedule, so periods are skipped)")
+    say("  (1 ms histogram buckets up to 99 ms, max exact; cpu%% = CPU time of the micropython process "
+        "/ wall time; preem = times the kernel preempted it for another process: a busy host adds lateness "
+        "the firmware did not cause; loop period %d ms)" % 10)
+    sp, spt, jt = extra.get("spin"), extra.get("spin+tlsidle"), extra.get("json+tlsidle")
+    if sp and spt:
+        say("\nasyncio loop iterations per second (a task that only does sleep_ms(0)), station running:")
+        say("  no socket          %8d /s  (cpu %s%%)" % (sp["loads"]["spin"]["per_s"], sp["cpu_pct"]))
+        say("  idle TLS stream    %8d /s  (cpu %s%%)  <- one idle TLS stream waiting in read()" % (
+            spt["loads"]["spin"]["per_s"], spt["cpu_pct"]))
+        summary("asyncio loop iterations/s", "%d/s; with one idle TLS stream open: %d/s" % (
+            sp["loads"]["spin"]["per_s"], spt["loads"]["spin"]["per_s"]))
+    if jt:
+        la = jt["late"]
+        j = jt["loads"]["json"]
+        say("  json load with an idle TLS stream open: lateness p50/p99/max %d/%d/%d ms, %d msgs in %.0f s, "
+            "cpu %s%%" % (la["p50"], la["p99"], la["max"], j["decode"]["n"], jt["wall_ms"] / 1000, jt["cpu_pct"]))
+        summary("lateness json+tlsidle p50/p99/max", "%d / %d / %d ms  (%d runs; json with one idle TLS "
+                "stream open)" % (la["p50"], la["p99"], la["max"], la["n"]))
+    say("(part 1 took %.1f s)" % wall)
+
+
+# --- 2. simulated time rate ---------------------------------------------------
+
+def bench_simrate_inprocess(srv):
+    d = tempfile.mkdtemp(prefix="bench-simrate-")
+    try:
+        cmd = [micropython(), os.path.join(HERE, "mp_simrate.py"), "--dir", os.path.join(d, "sim"),
+               "--sim-s", "86400", "--tls-port", str(srv.port), "--tls-sim-s", "300"]
+        p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    res = [json.loads(l[7:]) for l in p.stdout.splitlines() if l.startswith("RESULT ")]
+    if p.returncode != 0 or len(res) < 3 or any("error" in r for r in res):
+        say("mp_simrate.py failed (rc %s): %s %s" % (p.returncode, p.stdout[-2000:], p.stderr[-2000:]))
+        summary("sim rate in-process", "FAILED")
+        return
+    say("same scenario in-process (tools/bench/mp_simrate.py: station alone, SimClock.advance, no control "
+        "channel):")
+    for r in res:
+        say("  %-24s %7d sim s in %6.2f s wall: %8.0f sim-s per wall-s  (%d control runs)" % (
+            r["label"], r["sim_s"], r["wall_ms"] / 1000, r["rate"], r["control_runs"]))
+    summary("sim rate in-process", "%.0f sim-s/wall-s; with one idle TLS stream open: %.0f sim-s/wall-s" % (
+        res[0]["rate"], res[1]["rate"]))
+
+
+def bench_sim24h():
+    say("\n== 2. 24 h scenario in step mode: simulated seconds per wall second ==")
+    d = tempfile.mkdtemp(prefix="bench-sim-")
+    fw = FirmwareProcess(os.path.join(d, "fw"))
+    try:
+        fw.start()
+        fw.sock.settimeout(300)
+        fw.cmd("ambient", celsius=45)
+        fw.charging(32)
+        st0 = fw.status()
+        n0 = st0["lateness"]["n"]
+        t0 = time.monotonic()
+        fw.advance(86400_000)
+        wall = time.monotonic() - t0
+        st = fw.status()
+        c = st["connectors"][0]
+        rate = 86400 / wall
+        say("advance(24 h) took %.2f s wall: %.0f simulated s per wall s" % (wall, rate))
+        say("after 24 h: status %s, energy %.1f kWh, temperature %.1f C, derate %d%%, control runs %d, "
+            "plant EV %s" % (c["status"], c["energy_wh"] / 1000, st["temp_c"], st["derate_pct"],
+                             st["lateness"]["n"] - n0, st["plant"]["ev"][0]))
+        summary("24 h sim in step mode", "%.0f sim-s per wall-s  (24 h in %.2f s wall, %d control runs)" % (
+            rate, wall, st["lateness"]["n"] - n0))
+    except Exception as e:
+        say("24 h scenario failed: %r\n%s" % (e, fw.console()[-3000:]))
+        summary("24 h sim in step mode", "FAILED: %r" % e)
+    finally:
+        fw.close()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+# --- 3. smallest heap ------------------------------------------------------------
+
+class ScenarioFailed(Exception):
+    pass
+
+
+def expect(cond, what):
+    if not cond:
+        raise ScenarioFailed(what)
+
+
+def scenario(fw):
+    """plug, EV C, charge, derate at 66 C and 69 C, back to 25 C, stop, unplug."""
+    def conn():
+        return fw.conn()
+
+    def until(pred, what, step=100, limit=120_000):
+        t = 0
+        while t <= limit:
+            c = conn()
+            if pred(c):
+                return c
+            fw.advance(step)
+            t += step
+        raise ScenarioFailed("%s: not within %d ms; %s" % (what, limit, c))
+
+    c = conn()
+    expect(c["status"] == "Available" and not c["contactor"], "idle at boot: %s" % c)
+    fw.cmd("plug", amps=32)
+    fw.cmd("ev", state="C")
+    c = until(lambda c: c["contactor"] and c["aux"], "contactor closes")
+    expect(c["status"] == "Charging" and c["offered_ma"] == 32000, "charging at 32 A: %s" % c)
+    fw.advance(60_000)
+    c = conn()
+    expect(c["contactor"] and c["energy_wh"] > 0, "energy flows: %s" % c)
+    fw.cmd("temp", celsius=66)
+    c = until(lambda c: c["offered_ma"] == 16000, "derate to 50% at 66 C", step=50, limit=5000)
+    expect(c["contactor"], "contactor stays closed at 50%%: %s" % c)
+    fw.cmd("temp", celsius=69)
+    c = until(lambda c: c["offered_ma"] == 8000, "derate to 25% at 69 C", step=50, limit=5000)
+    expect(c["contactor"], "contactor stays closed at 25%%: %s" % c)
+    fw.advance(10_000)
+    fw.cmd("temp", celsius=25)
+    c = until(lambda c: c["offered_ma"] == 32000, "back to 32 A at 25 C", step=1000, limit=120_000)
+    expect(c["contactor"] and c["status"] == "Charging", "charging again: %s" % c)
+    fw.cmd("stop")
+    c = until(lambda c: not c["contactor"] and not c["aux"], "contactor opens on stop", step=100, limit=10_000)
+    fw.cmd("unplug")
+    c = until(lambda c: c["status"] == "Available", "available after unplug", step=100, limit=5000)
+    expect(not c["contactor"] and not c["aux"], "contactor open after unplug: %s" % c)
+    st = fw.status()
+    expect(st["watchdog"] == "ok", "watchdog: %s" % st["watchdog"])
+    ls = c["last_session"] or {}
+    expect(ls.get("reason") == "Local" and ls.get("wh", 0) > 0, "last session: %s" % ls)
+    errs = [e for e in fw.log() if e["level"] >= 40]
+    expect(not errs, "errors in the log: %s" % errs[:3])
+    return st
+
+
+def try_firmware_heap(heap, d):
+    """Run the scenario with `-X heapsize=heap`; (ok, why)."""
+    fw = FirmwareProcess(os.path.join(d, "h%d" % heap), heapsize=heap)
+    try:
+        fw.start(timeout=10)
+        fw.sock.settimeout(15)
+        scenario(fw)
+        console = fw.console()
+        if "MemoryError" in console or "Traceback" in console:
+            return False, "exception on the console: %s" % console[-500:]
+        return True, "ok"
+    except Exception as e:
+        why = "%s: %s" % (type(e).__name__, e)
+        con = fw.console()
+        if "MemoryError" in con:
+            why = "MemoryError (%s)" % why
+        return False, why.replace("\n", " ")[:300]
+    finally:
+        fw.close()
+        shutil.rmtree(os.path.join(d, "h%d" % heap), ignore_errors=True)
+
+
+def try_inprocess_heap(heap, d, tree=None):
+    """mp_heap.py with `-X heapsize=heap`, from the source tree or from `tree`
+    (a copy with every firmware and board module cross-compiled to .mpy)."""
+    if tree:
+        cwd, script = tree, os.path.join("tools", "bench", "mp_heap.py")
+    else:
+        cwd, script = ROOT, os.path.join(HERE, "mp_heap.py")
+    cmd = [micropython(), "-X", "heapsize=%d" % heap, script, "--dir", os.path.join(d, "p%d" % heap)]
+    try:
+        p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return False, "timeout", None
+    finally:
+        shutil.rmtree(os.path.join(d, "p%d" % heap), ignore_errors=True)
+    res = None
+    for line in p.stdout.splitlines():
+        if line.startswith("RESULT "):
+            res = json.loads(line[7:])
+    other = [l for l in (p.stdout + p.stderr).splitlines() if not l.startswith("RESULT ")]
+    if p.returncode == 0 and res and res.get("ok") and not other:
+        return True, "ok", res
+    why = (res or {}).get("error") or (other[-1:] or ["rc %d" % p.returncode])[0]
+    if res and res.get("ok") and other:
+        why = "output besides the result: %s" % other[-1]
+    return False, str(why)[:300], res
+
+
+MPY_ARCH = {"x86_64": "x64", "amd64": "x64", "i686": "x86", "aarch64": "aarch64", "armv7l": "armv7m"}
+
+
+def mpy_tree(d):
+    """Copy of the tree with firmware/ and boards/ cross-compiled to .mpy for
+    this host (mpy-cross -march=<host>, so @native/@viper code compiles too).
+    A module mpy-cross refuses is copied as .py; returns (tree, [those])."""
+    import platform
+    tree = os.path.join(d, "mpy-tree")
+    cross = os.path.join(os.path.dirname(micropython()), "mpy-cross")
+    arch = MPY_ARCH.get(platform.machine().lower())
+    as_py = []
+    for top in ("firmware", "boards"):
+        for dirpath, _, files in os.walk(os.path.join(ROOT, top)):
+            rel = os.path.relpath(dirpath, ROOT)
+            if "__pycache__" in rel:
+                continue
+            os.makedirs(os.path.join(tree, rel), exist_ok=True)
+            for f in files:
+                if not f.endswith(".py"):
+                    continue
+                cmd = [cross] + (["-march=" + arch] if arch else []) + [
+                    "-o", os.path.join(tree, rel, f[:-3] + ".mpy"), os.path.join(rel, f)]
+                if subprocess.run(cmd, cwd=ROOT, capture_output=True).returncode != 0:
+                    shutil.copy(os.path.join(ROOT, rel, f), os.path.join(tree, rel, f))
+                    as_py.append(os.path.join(rel, f))
+    os.makedirs(os.path.join(tree, "tools", "bench"))
+    shutil.copy(os.path.join(HERE, "mp_heap.py"), os.path.join(tree, "tools", "bench"))
+    return tree, as_py
+
+
+def bisect(trial, lo, hi, gran, label):
+    """Smallest passing heap in (lo, hi] to `gran` bytes, assuming monotonic."""
+    ok, why = trial(hi)[:2]
+    if not ok:
+        say("  %s: fails even at %d bytes: %s" % (label, hi, why))
+        return None
+    ok, why = trial(lo)[:2]
+    say("  %-10s %8d B  %s" % (label, lo, "ok" if ok else "FAIL " + why))
+    if ok:
+        return lo
+    while hi - lo > gran:
+        mid = (lo + hi) // 2 // 256 * 256
+        ok, why = trial(mid)[:2]
+        say("  %-10s %8d B  %s" % (label, mid, "ok" if ok else "FAIL " + why))
+        if ok:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def heap_figures(label, res):
+    say("%s, default heap (%d B), gc.mem_alloc() right after gc.collect():" % (label, res["heap"]))
+    b, i, t, sc = res["base"], res["imports"], res["boot"], res["scenario"]
+    say("  interpreter + bench script     %7d B" % b["live"])
+    say("  + firmware imports             %7d B  (+%d B: module code, qstrs, module dicts)" % (
+        i["live"], i["live"] - b["live"]))
+    say("  + station booted, 1 s run      %7d B  (+%d B: station, connectors, plant, log ring, tasks)" % (
+        t["live"], t["live"] - i["live"]))
+    say("  max over the scenario          %7d B  (+%d B above boot; %d checkpoints)" % (
+        sc["max_live"], sc["max_live"] - t["live"], res["checkpoints"]))
+    say("  after the scenario             %7d B" % sc["live"])
+    say("  micropython.mem_peak()  after imports %d B, after boot %d B, after scenario %d B  (counts "
+        "m_malloc minus explicit m_free; GC frees are not subtracted, so this is allocation volume, "
+        "not peak live heap)" % (i["mem_peak"], t["mem_peak"], sc["mem_peak"]))
+
+
+def bench_heap(lo, hi, gran):
+    say("\n== 3. heap: plug, EV C, charge, derate at 66 C and 69 C, cool to 25 C, stop, unplug ==")
+    d = tempfile.mkdtemp(prefix="bench-heap-")
+    try:
+        tree, as_py = mpy_tree(d)
+        if as_py:
+            say("mpy-cross refused %d module(s), used as .py in the .mpy runs: %s" % (len(as_py), ", ".join(as_py)))
+        figs = {}
+        for label, t in (("station in-process, .py source", None), ("station in-process, .mpy", tree)):
+            ok, why, res = try_inprocess_heap(2 * 1024 * 1024, d, t)
+            if ok:
+                heap_figures(label, res)
+                figs[label] = res
+            else:
+                say("%s: scenario failed at the default heap: %s" % (label, why))
+        r = figs.get("station in-process, .py source")
+        if r:
+            summary("heap live: imports / boot / max", "%d / %d / %d B  (gc.mem_alloc after gc.collect; "
+                    ".py source, in-process)" % (r["imports"]["live"], r["boot"]["live"], r["scenario"]["max_live"]))
+            summary("heap live: station data alone", "%d B after boot, %d B max in scenario  (live minus "
+                    "imports)" % (r["boot"]["live"] - r["imports"]["live"],
+                                  r["scenario"]["max_live"] - r["imports"]["live"]))
+            summary("micropython.mem_peak after scenario", "%d B  (allocation volume; GC frees not "
+                    "subtracted)" % r["scenario"]["mem_peak"])
+        r = figs.get("station in-process, .mpy")
+        if r:
+            summary("heap live with .mpy: imports / boot / max", "%d / %d / %d B" % (
+                r["imports"]["live"], r["boot"]["live"], r["scenario"]["max_live"]))
+
+        mins = {}
+        for label, trial in (
+                ("firmware", lambda h: try_firmware_heap(h, d)),
+                ("in-process .py", lambda h: try_inprocess_heap(h, d)),
+                ("in-process .mpy", lambda h: try_inprocess_heap(h, d, tree))):
+            t0 = time.monotonic()
+            say("bisection, %s:" % label)
+            m = bisect(trial, lo, hi, gran, label)
+            if m and label == "firmware":
+                again = [try_firmware_heap(m, d)[0] for _ in range(3)]
+                say("  re-run 3 times at %d B: %s" % (m, again))
+            say("  -> %s (%.1f s)" % ("%d B" % m if m else "none", time.monotonic() - t0))
+            mins[label] = m
+        fmt = lambda m: "%d B" % m if m else "not found"  # noqa: E731
+        summary("min heapsize, Unix firmware", "%s  (boards/unix/main.py --time step --no-repl: station, "
+                "plant, control channel + its JSON; no REPL; modules compiled from .py at import)" % fmt(
+                    mins["firmware"]))
+        summary("min heapsize, station in-process", "%s  (.py source; no control channel, no REPL)" % fmt(
+            mins["in-process .py"]))
+        summary("min heapsize, station in-process .mpy", "%s  (same, modules precompiled by mpy-cross)" % fmt(
+            mins["in-process .mpy"]))
+        say("(bisection resolution %d B; a run passes if the scenario's checks hold and the console shows "
+            "no traceback)" % gran)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def guarded(label, fn, *args):
+    # One part failing (a firmware change, a missing tool) must not hide the others.
+    try:
+        fn(*args)
+    except Exception as e:
+        import traceback
+        traceback.print_exc()
+        summary(label, "FAILED: %s: %s" % (type(e).__name__, str(e)[:200]))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default="lateness,sim24h,heap")
+    ap.add_argument("--seconds", type=float, default=8, help="seconds per lateness phase")
+    ap.add_argument("--heap-lo", type=int, default=16 * 1024)
+    ap.add_argument("--heap-hi", type=int, default=2 * 1024 * 1024)
+    ap.add_argument("--heap-gran", type=int, default=1024)
+    a = ap.parse_args()
+    parts = a.only.split(",")
+    t0 = time.monotonic()
+    load0 = os.getloadavg()[0]
+    say("MicroPython: %s" % subprocess.run([micropython(), "-c", "import sys; print(sys.version)"],
+                                           capture_output=True, text=True).stdout.strip())
+    srv = None
+    if "lateness" in parts or "sim24h" in parts:
+        d = tempfile.mkdtemp(prefix="bench-tls-")
+        try:
+            cert, key, how = make_cert(d)
+            srv = TLSServer(cert, key).__enter__()
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+        say("local TLS server on 127.0.0.1:%d, self-signed certificate made with %s" % (srv.port, how))
+    try:
+        if "lateness" in parts:
+            guarded("lateness", bench_lateness, a.seconds, srv)
+        if "sim24h" in parts:
+            guarded("24 h sim in step mode", bench_sim24h)
+            guarded("sim rate in-process", bench_simrate_inprocess, srv)
+    finally:
+        if srv:
+            srv.__exit__(None, None, None)
+    if "heap" in parts:
+        guarded("heap", bench_heap, a.heap_lo, a.heap_hi, a.heap_gran)
+    say("\n== summary (%.0f s; host load average %.2f at start, %.2f at end, %d CPUs) ==" % (
+        time.monotonic() - t0, load0, os.getloadavg()[0], os.cpu_count() or 0))
+    w = max(len(k) for k, _ in SUMMARY) if SUMMARY else 0
+    for k, v in SUMMARY:
+        say("  %-*s  %s" % (w, k, v))
+
+
+if __name__ == "__main__":
+    main()
