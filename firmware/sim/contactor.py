@@ -1,6 +1,10 @@
 # Simulated contactor: the contacts follow the coil after 100-110 ms; the aux
 # contact mirrors the contacts. Injected faults: welded (contacts stay closed
 # once closed) and stuck_open (they never close).
+
+from time import ticks_add, ticks_diff  # dev boards in demo mode: ms ticks wrap
+
+
 class SimContactor:
     def __init__(self, rng):
         self.rng = rng
@@ -13,12 +17,12 @@ class SimContactor:
     def command(self, on, now):
         if on != self.coil:
             self.coil = on
-            self._switch_at = now + self.rng.range(100, 110)
+            self._switch_at = ticks_add(now, self.rng.range(100, 110))
 
     def step(self, now):
         # Returns when the contacts moved, or None.
         at = self._switch_at
-        if at is not None and now >= at:
+        if at is not None and ticks_diff(now, at) >= 0:
             self._switch_at = None
             was = self.closed
             if self.coil:
@@ -30,7 +34,7 @@ class SimContactor:
         return None
 
     def next_event_ms(self, now):
-        return -1 if self._switch_at is None else max(0, self._switch_at - now)
+        return -1 if self._switch_at is None else max(0, ticks_diff(self._switch_at, now))
 
     def power_lost(self):
         # The coil drops with the supply; welded contacts stay where they are.

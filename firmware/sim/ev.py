@@ -8,6 +8,8 @@
 # Misbehaviour for tests: obey=False stays in C without PWM; greedy=True draws
 # its demand whatever the duty says.
 
+from time import ticks_diff  # dev boards in demo mode: ms ticks wrap
+
 LEVEL_MV = {"A": 12000, "B": 9000, "C": 6000, "D": 3000, "E": 0}
 
 
@@ -78,9 +80,9 @@ class EV:
         if not self.plugged:
             return -1
         if self._pwm_since is not None and self.want and not self.s2:
-            return max(0, self.respond_ms - (now - self._pwm_since))
+            return max(0, self.respond_ms - ticks_diff(now, self._pwm_since))
         if self._nopwm_since is not None and self.s2 and self.obey:
-            return max(0, self.stop_ms - (now - self._nopwm_since))
+            return max(0, self.stop_ms - ticks_diff(now, self._nopwm_since))
         if self.draw_ma > 0 and self._ramping:
             return 0
         return -1
@@ -96,9 +98,9 @@ class EV:
             if self._nopwm_since is None:
                 self._nopwm_since = now
         if self.plugged and not self.short:
-            if self.want and not self.s2 and pwm and now - self._pwm_since >= self.respond_ms:
+            if self.want and not self.s2 and pwm and ticks_diff(now, self._pwm_since) >= self.respond_ms:
                 self.s2 = True
-            elif self.s2 and not pwm and self.obey and now - self._nopwm_since >= self.stop_ms:
+            elif self.s2 and not pwm and self.obey and ticks_diff(now, self._nopwm_since) >= self.stop_ms:
                 self.s2 = False
         else:
             self.s2 = self.s2 and self.plugged

@@ -6,7 +6,9 @@
 #
 #   connectors            number of connectors
 #   cp_hi[i], cp_lo[i]    pilot high / low half, mV, averaged over ~10 periods
-#   pp_ohm[i]             proximity pilot resistance, ohm; -1 = no cable / no PP
+#   pp_ohm[i]             proximity pilot resistance, ohm; -1 = no PP input fitted
+#                         (the simulation also reports -1 with no cable; a real
+#                         board cannot tell that from a broken PP and reads open: 100000)
 #   aux[i]                aux (mirror) contact closed
 #   rcd[i]                residual current tripped (latched until rcd_reset, which clears it here too)
 #   ground_ok[i]          protective earth present

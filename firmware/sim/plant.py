@@ -1,6 +1,8 @@
 # The simulated plant of one charger: per connector an EV, a contactor, an
 # RCD, a PE check and a meter; one thermal mass for the enclosure. step(now)
 # advances the physics to `now` (ms); commands come from the bench.
+
+from time import ticks_add, ticks_diff  # dev boards in demo mode: ms ticks wrap
 import json
 import os
 from firmware.sim.ev import EV
@@ -58,11 +60,11 @@ class Plant:
     def step(self, now):
         if self.now is None:
             self.now = now
-        dt = now - self.now
+        dt = ticks_diff(now, self.now)
         self.now = now
         amps = 0.0
         for i, o in enumerate(self.outlets):
-            if o._lock_at is not None and now >= o._lock_at:
+            if o._lock_at is not None and ticks_diff(now, o._lock_at) >= 0:
                 o._lock_at = None
                 if not o.lock_jammed and o.locked != o.lock_cmd:
                     o.locked = o.lock_cmd
@@ -98,8 +100,8 @@ class Plant:
             t = o.contactor.next_event_ms(now)
             if 0 <= t < q:
                 q = t
-            if o._lock_at is not None and o._lock_at - now < q:
-                q = max(0, o._lock_at - now)
+            if o._lock_at is not None and ticks_diff(o._lock_at, now) < q:
+                q = max(0, ticks_diff(o._lock_at, now))
         return q
 
     def set_duty(self, i, duty):
@@ -118,7 +120,7 @@ class Plant:
         o = self.outlets[i]
         if on != o.lock_cmd:
             o.lock_cmd = on
-            o._lock_at = (self.now or 0) + LOCK_MS
+            o._lock_at = ticks_add(self.now or 0, LOCK_MS)
 
     def power_lost(self):
         for o in self.outlets:

@@ -1,0 +1,1 @@
+# RP2040 board (Raspberry Pi Pico): pin map, port, entry point.
