@@ -96,6 +96,7 @@ class Bench:
     # station, plant (or None), and reboot()/powercut()/advance().
     def __init__(self, board):
         self.board = board
+        self.resetting = False
 
     def _conn(self, c):
         conns = self.board.station.connectors
@@ -272,6 +273,7 @@ class Bench:
 
     def trace(self, since=0):
         p = self._plant()
+        p.step(self.board.clock.ticks_ms())
         return {"now": p.now, "events": [list(e) for e in p.trace if e[0] >= since]}
 
     def stall(self, ms):
@@ -280,11 +282,15 @@ class Bench:
         return {}
 
     def reboot(self):
+        self.resetting = True  # an exit from here is the reset itself, not a stray exit()
         self.board.reboot()
+        self.resetting = False
         return {}
 
     def powercut(self):
+        self.resetting = True
         self.board.powercut()
+        self.resetting = False
         return {}
 
     # --- entry points ----------------------------------------------------------

@@ -81,8 +81,7 @@ def namespace(bench):
         return cmd
 
     for op in COMMANDS:
-        if op != "advance":
-            ns[op] = make(op)
+        ns[op] = make(op)  # advance() answers that it needs the control channel
     ns["bench"] = bench
     return ns
 
@@ -152,5 +151,10 @@ def run_line(line, ns):
         r = eval(code, ns)
         if r is not None:
             print(repr(r))
+    except SystemExit:
+        bench = ns.get("bench")
+        if bench is not None and bench.resetting:
+            raise  # reboot() / powercut() on a board whose reset returns as an exit
+        print("error: exit() would stop the charger; use reboot()")
     except Exception as e:  # a failing command must not stop the charger
         print("error: %s: %s" % (type(e).__name__, e))

@@ -122,7 +122,7 @@ class Station:
     # --- persistence (never from the control loop) --------------------------
     def _persist(self, c, due):
         e = c.energy
-        if (e.dirty() and (due or c.session is None)) or e.baseline_unsaved():
+        if (e.dirty() and (due or c.session is None or e.lost)) or e.baseline_unsaved():
             e.save()
         if c.faults.changed:
             c.faults.changed = False

@@ -12,7 +12,10 @@ MAX_LINE = 4096
 
 class _LineReader:
     # MicroPython has no async generators: readline() returns a complete line
-    # (bytes), None once for an over-long line, or b"" at end of stream.
+    # (bytes, possibly empty), TOO_LONG once for a line over MAX_LINE, or None
+    # at end of stream.
+    TOO_LONG = object()
+
     def __init__(self, reader):
         self.reader = reader
         self.buf = b""
@@ -26,15 +29,17 @@ class _LineReader:
                 if self.skipping:
                     self.skipping = False
                     continue
+                if len(line) > MAX_LINE:
+                    return self.TOO_LONG
                 return line
             if len(self.buf) > MAX_LINE:
                 self.buf = b""
                 if not self.skipping:
                     self.skipping = True
-                    return None
+                    return self.TOO_LONG
             chunk = await self.reader.read(512)
             if not chunk:
-                return b""
+                return None
             self.buf += chunk
 
 
@@ -54,9 +59,9 @@ class ControlChannel:
             lines = _LineReader(reader)
             while True:
                 line = await lines.readline()
-                if line == b"":
+                if line is None:
                     break
-                reply = await self.handle(line)
+                reply = await self.handle(None if line is _LineReader.TOO_LONG else line)
                 writer.write(json.dumps(reply).encode() + b"\n")
                 await writer.drain()
         except OSError:

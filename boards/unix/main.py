@@ -36,10 +36,13 @@ def parse(argv):
                 o["dir"] = next(it)
             elif a == "--port":
                 o["port"] = int(next(it))
+                if not 0 <= o["port"] <= 65535:
+                    raise ValueError("port")
             elif a == "--time":
                 t = next(it)
                 if t not in ("real", "step", "jump"):
-                    if float(t) <= 0:
+                    rate = float(t)
+                    if not 0 < rate < 1e6:  # also refuses nan and inf
                         raise ValueError(t)
                 o["time"] = t
             elif a == "--connectors":
@@ -109,6 +112,9 @@ def main():
         # Ctrl-C on a Unix terminal: never leave a contactor closed.
         board.shutdown()
         print("\ninterrupted: contactors open, firmware stopped")
+    except BaseException:
+        board.shutdown()  # whatever ends the firmware, the contactors open first
+        raise
 
 
 main()

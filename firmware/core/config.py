@@ -1,7 +1,7 @@
 # Charger configuration: defaults, validation, loading from the store.
 #
 # Every key has a type and a range. A bad value is reported with its key and
-# replaced by the default, which is always the safe choice; a bad charger id
+# replaced by the safe choice (the default, or ON_ERROR's value); a bad charger id
 # refuses start, since a charger that announces itself under the wrong name
 # is worse than one that stays off. Unknown keys are reported and ignored.
 import json
@@ -26,6 +26,11 @@ SCHEMA = {
     "pins": ("dict", None, 0, 0, "board pin map overrides"),
     "log_level": ("int", 20, 10, 40, "log level (10 debug .. 40 error)"),
 }
+
+# What a present but bad value falls back to, where the default is not the
+# safe choice: a garbled current limit must not give the installation's
+# circuit more than the least a charger can offer.
+ON_ERROR = {"max_current_a": 6}
 
 # Defaults after OpenEVSE's ambient-sensor policy: half current at 65 C, a
 # quarter at 68 C, shutdown at 71 C. Steps back up need the temperature
@@ -140,9 +145,11 @@ def validate(raw):
         if k == "phases" and v == 2:
             ok = False
         if not ok:
+            fallback = ON_ERROR.get(k, default)
             if present:
-                errors.append("%s: must be %s %s..%s, got %r; using %r" % (k, kind, lo, hi, v, default))
-            v = default
+                want = "true or false" if kind == "bool" else "%s %s..%s" % (kind, lo, hi)
+                errors.append("%s: must be %s, got %r; using %r" % (k, want, v, fallback))
+            v = fallback
         cfg[k] = v
     return cfg, errors
 
@@ -170,7 +177,8 @@ def apply_override(raw, assignment):
             nxt = {}
             node[p] = nxt
         node = nxt
-    node[parts[-1]] = parse_value(text)
+    # An id stays text even when it looks like a number ("0042").
+    node[parts[-1]] = text if key == "id" else parse_value(text)
     return None
 
 
@@ -179,6 +187,9 @@ def load(store, overrides=()):
     raw = store.read("config.json", None, plain=True)
     errors = []
     if raw is None:
+        raw = {}
+    elif not isinstance(raw, dict):
+        errors.append("config.json: must be a JSON object; using defaults")
         raw = {}
     for o in overrides:
         e = apply_override(raw, o)

@@ -81,6 +81,8 @@ class Store:
                 text = f.read()
         except OSError:
             return None, False
+        except (UnicodeError, ValueError):
+            return None, True  # not even text: corrupt
         try:
             data, crc = text.rstrip("\n").rsplit("\n", 1)
             if len(crc) != 8:

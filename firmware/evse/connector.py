@@ -12,7 +12,7 @@ from micropython import const
 from firmware.evse import pilot as cp
 from firmware.evse.pilot import Pilot, duty_for, DC_HIGH, DC_LOW
 from firmware.evse.contactor import Contactor, AUX_MS, GROUND_MS
-from firmware.evse.faults import Faults, TABLE, LATCHED, HARD_WINDOW_MS
+from firmware.evse.faults import Faults, TABLE, LATCHED, HARD_WINDOW_MS, HOLD_F_MS
 from firmware.evse.meter import EnergyRegister
 
 tdiff = time.ticks_diff
@@ -234,7 +234,14 @@ class Connector:
                     and self.stop_req is None and offered >= 6000)
         self.offered_ma = offered if want_pwm else 0
         if f.holding_f(now):
-            out = DC_LOW
+            if c.cmd and not f.open_now():
+                # A fault that stops the EVSE way leaves the contacts closed for
+                # a while: keep watching the pilot (PWM off, not F, which would
+                # blind us to an unplug) and hold F once they are open.
+                f.hold_until = tadd(now, HOLD_F_MS)
+                out = DC_HIGH
+            else:
+                out = DC_LOW
         elif want_pwm:
             out = duty_for(offered)
         else:
@@ -386,7 +393,7 @@ class Connector:
             "available": self.available,
             "faults": [x.info() for x in self.faults.active.values()],
             "error_code": self.faults.ocpp_error(),
-            "energy_wh": self.energy.wh,
+            "energy_wh": self.energy.wh if self.energy.read_since_boot else None,
             "power_w": self.energy.power_w,
             "current_ma": self.energy.current_ma,
             "session": None if s is None else {"id_tag": s["id_tag"], "wh": self.energy.wh - s["start_wh"],

@@ -24,13 +24,20 @@ class EnergyRegister:
         self.current_ma = 0
         self.voltage_mv = 0
         self.ok = True
+        # Until the meter has answered once since boot, the saved register may
+        # lag what was shown before a power cut: report it as unknown.
+        self.read_since_boot = False
+        self.lost = False  # the meter just stopped answering: save what we have
 
     def update(self, meter_wh, power_w, current_ma, voltage_mv):
         # meter_wh None means the meter did not answer.
         if meter_wh is None:
+            if self.ok:
+                self.lost = True
             self.ok = False
             return
         self.ok = True
+        self.read_since_boot = True
         self.power_w = power_w
         self.current_ma = current_ma
         self.voltage_mv = voltage_mv
@@ -50,6 +57,7 @@ class EnergyRegister:
             self.last_meter is not None and self.last_meter < (self.saved_meter or 0))
 
     def save(self):
+        self.lost = False
         self.store.write(self.key, {"wh": self.wh, "meter": self.last_meter})
         self.saved_wh = self.wh
         self.saved_meter = self.last_meter
