@@ -216,12 +216,7 @@ class DevBoard:
         s["mode"] = self.mode
         p = self.plant
         if p is not None:
-            s["plant"] = {"temp_c": round(p.thermal.temp, 2), "ambient_c": p.thermal.ambient,
-                          "ev": [o.ev.state() for o in p.outlets],
-                          "contacts": [o.contactor.closed for o in p.outlets],
-                          "draw_ma": [int(o.ev.draw_ma) for o in p.outlets],
-                          "meter_wh": [round(o.meter.wh, 3) for o in p.outlets],
-                          "now": p.now}
+            s["plant"] = p.summary()
         else:
             s["hw"] = self.hw.info()
         return s

@@ -78,12 +78,7 @@ class UnixBoard:
         s = self.station.status()
         p = self.plant
         p.step(self.clock.ticks_ms())  # the world moves on even while the firmware is stuck
-        s["plant"] = {"temp_c": round(p.thermal.temp, 2), "ambient_c": p.thermal.ambient,
-                      "ev": [o.ev.state() for o in p.outlets],
-                      "contacts": [o.contactor.closed for o in p.outlets],
-                      "draw_ma": [int(o.ev.draw_ma) for o in p.outlets],
-                      "meter_wh": [round(o.meter.wh, 3) for o in p.outlets],
-                      "now": p.now}
+        s["plant"] = p.summary()
         s["time_mode"] = self.opts["time"]
         return s
 

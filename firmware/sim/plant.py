@@ -128,6 +128,15 @@ class Plant:
             o.duty = 0
             o.rcd_tripped = False
 
+    def summary(self):
+        # What the bench shows of the world beside the firmware's own view.
+        return {"temp_c": round(self.thermal.temp, 2), "ambient_c": self.thermal.ambient,
+                "ev": [o.ev.state() for o in self.outlets],
+                "contacts": [o.contactor.closed for o in self.outlets],
+                "draw_ma": [int(o.ev.draw_ma) for o in self.outlets],
+                "meter_wh": [round(o.meter.wh, 3) for o in self.outlets],
+                "now": self.now}
+
     # --- persistence: the world outside the charger outlives its power ------
     def to_dict(self):
         return {
