@@ -12,6 +12,8 @@ import asyncio
 import time
 from heapq import heappush, heappop
 
+HOLD_MS = 5000  # longest real wait for a held exchange before simulated time moves anyway
+
 ticks_diff = time.ticks_diff
 ticks_add = time.ticks_add
 
@@ -27,6 +29,12 @@ class _RealSleeper:
 class RealClock:
     simulated = False
     tickless = False
+
+    def hold(self):
+        pass  # see SimClock.hold
+
+    def release(self):
+        pass
 
     def __init__(self, epoch=None):
         self._wall_ofs = 0
@@ -80,6 +88,7 @@ class SimClock:
         self._timers = []
         self._wall0 = int(epoch)
         self.mode = mode
+        self._holds = 0  # network exchanges in flight (see hold)
 
     def ticks_ms(self):
         return self._now
@@ -96,14 +105,28 @@ class SimClock:
     def set_wall(self, epoch):
         self._wall0 = int(epoch) - self._now // 1000
 
+    def hold(self):
+        # A task waits on a real peer (a CSMS reply, a connect): simulated time
+        # must not run past its timeouts meanwhile. settle() waits, in real
+        # time and at most HOLD_MS, until every hold is released.
+        self._holds += 1
+
+    def release(self):
+        if self._holds > 0:
+            self._holds -= 1
+
     async def settle(self):
-        # Let every task that is ready run until all wait on a timer or on I/O.
+        # Let every task that is ready run until all wait on a timer or on I/O
+        # (and no task holds time for a peer's answer).
         q = asyncio.core._task_queue
+        t0 = time.ticks_ms()
         while True:
             await asyncio.sleep_ms(0)
             t = q.peek()
             if t is None or time.ticks_diff(t.ph_key, time.ticks_ms()) > 0:
-                return
+                if self._holds == 0 or time.ticks_diff(time.ticks_ms(), t0) > HOLD_MS:
+                    return
+                await asyncio.sleep_ms(1)
 
     def _fire_next(self, limit):
         # Fire every timer due at the earliest due time <= limit; False if none.
