@@ -229,6 +229,12 @@ class Bench:
 
     def token(self, tag, c=1):
         conn = self._conn(c)
+        ocpp = self.board.station.ocpp
+        if ocpp is not None:
+            # The back office decides; the outcome shows in status() and log().
+            import asyncio
+            asyncio.create_task(ocpp.present_token(c, tag))
+            return {"result": "presented to the CSMS"}
         if conn.session is not None and conn.session["id_tag"] == tag:
             conn.stop("Local")
             return {"result": "stopping"}

@@ -41,6 +41,8 @@ class Station:
         self.watchdog.on_stall = self.safe
         hw.on_change = self.control.wake
         self._tasks = []
+        self.ocpp = None  # the OCPP client, when one is attached (firmware/ocpp/client.py)
+        self.reboot = None  # the board's reboot, for OCPP Reset
         self._saved_at = self.booted_at
         self.tick_errors = 0
         log.info("station", "boot %d: firmware %s slot %s, %d connector(s), id %s"
@@ -165,6 +167,8 @@ class Station:
         self._tasks = [asyncio.create_task(self.control.run()),
                        asyncio.create_task(self.watchdog.run()),
                        asyncio.create_task(self.store_task())]
+        if self.ocpp:
+            self._tasks.append(asyncio.create_task(self.ocpp.run()))
 
     def stop(self):
         # Orderly shutdown (reboot): open, save, cancel tasks.
@@ -197,6 +201,7 @@ class Station:
             "derate_level": d.level,
             "lateness": self.control.late.summary(),
             "watchdog": self.watchdog.stalled or "ok",
-            "ocpp": "not configured (free vend)" if self.cfg["free_vend"] else "not configured",
+            "ocpp": self.ocpp.status() if self.ocpp else (
+                "not configured (free vend)" if self.cfg["free_vend"] else "not configured"),
             "connectors": [c.status() for c in self.connectors],
         }

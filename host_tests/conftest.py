@@ -1,5 +1,6 @@
 import pytest
 from fwproc import FirmwareProcess
+from csms_fixture import csms, make_csms  # noqa: F401  (the dev CSMS from tools/csms)
 
 
 @pytest.fixture

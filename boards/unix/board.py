@@ -71,8 +71,22 @@ class UnixBoard:
             self.log.error("config", e)
         self.log.level = cfg["log_level"]
         self.station = Station(self.hw, self.clock, self.store, cfg, self.log)
+        self.station.reboot = self.reboot
+        if cfg["csms_url"]:
+            self._attach_ocpp(cfg)
         self.station.start()
         return self.station
+
+    def _attach_ocpp(self, cfg):
+        # Imported only when a CSMS is configured: a free-vend charger does not
+        # carry the OCPP client in its heap.
+        from firmware.ocpp.client import OcppClient
+        from firmware.net.ws import connect
+        cp_id = cfg["id"]
+        opts = {"url": cfg["csms_url"].rstrip("/") + "/" + cp_id, "id": cp_id,
+                "basic": (cp_id, cfg["auth_key"]) if cfg["auth_key"] else None,
+                "serial": "SIM-" + cp_id}
+        OcppClient(self.station, opts, connect)
 
     def status(self):
         s = self.station.status()
@@ -94,6 +108,8 @@ class UnixBoard:
         # comes up again from its store; the plant (the world) stays.
         self.log.warn("board", "reboot requested")
         self.station.stop()
+        if self.station.ocpp and self.station.ocpp.ws:
+            self.station.ocpp.ws.abort("reboot")  # the new firmware opens its own connection
         self.plant.power_lost()
         self.boot()
 

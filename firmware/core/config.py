@@ -25,6 +25,8 @@ SCHEMA = {
     "derate": ("derate", None, 0, 0, "thermal derating curve"),
     "pins": ("dict", None, 0, 0, "board pin map overrides"),
     "log_level": ("int", 20, 10, 40, "log level (10 debug .. 40 error)"),
+    "csms_url": ("str", "", 0, 512, "OCPP 1.6J CSMS URL ws://host:port/path (the id is appended); empty = free vend"),
+    "auth_key": ("str", "", 0, 40, "HTTP Basic password toward the CSMS (security profile 1/2)"),
 }
 
 # What a present but bad value falls back to, where the default is not the
@@ -142,6 +144,8 @@ def validate(raw):
             ok = isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
         elif kind == "num":
             ok = _isnum(v) and lo <= v <= hi
+        elif kind == "str":
+            ok = isinstance(v, str) and lo <= len(v) <= hi
         if k == "phases" and v == 2:
             ok = False
         if not ok:
@@ -151,6 +155,8 @@ def validate(raw):
                 errors.append("%s: must be %s, got %r; using %r" % (k, want, v, fallback))
             v = fallback
         cfg[k] = v
+    if cfg["csms_url"] and "free_vend" not in raw:
+        cfg["free_vend"] = False  # with a CSMS, the back office authorizes
     return cfg, errors
 
 

@@ -97,8 +97,19 @@ class Connector:
             self.finishing = False
             self.id_tag = id_tag
             self.stop_req = None
-            self._start_session(self.clock.ticks_ms())
+            if cp.B <= self.pilot.state <= cp.D:
+                self._start_session(self.clock.ticks_ms())
+            # else identification first: the session starts when the EV plugs in
         return True
+
+    def cancel_authorization(self):
+        # An identification that no EV followed (OCPP ConnectionTimeOut).
+        if self.session is None and self.authorized:
+            self.authorized = False
+            self.id_tag = None
+            self.log.info(self.src, "authorization expired: no EV plugged in")
+            return True
+        return False
 
     def stop(self, reason="Local"):
         # EVSE-initiated stop: PWM off, the EV stops, open (forced at stop_force_ms).
@@ -298,11 +309,11 @@ class Connector:
     def _why_open(self, st):
         if self.faults.open_now():
             return "fault " + ",".join(self.faults.active)
-        if self.socket and not (self.hw.locked[self.idx] and self.lock_cmd):
-            return "connector not locked"
         if self.pilot.diode_fault:
             return "diode fault"
-        return "EV in state %s" % cp.NAMES[st]
+        if st != cp.C and not (st == cp.D and self.cfg["ventilation"]):
+            return "EV in state %s" % cp.NAMES[st]
+        return "connector not locked"
 
     def _on_state(self, now, old, st):
         self.log.info(self.src, "pilot %s -> %s" % (cp.NAMES[old], cp.NAMES[st]))
@@ -327,7 +338,10 @@ class Connector:
             if pp == 0:
                 self.faults.raise_("cable", "cable PP %d ohm outside 60..4500 ohm" % self.hw.pp_ohm[self.idx], now)
             self.set_limit("cable", pp)
-            self.vend_pending = self.cfg["free_vend"]
+            if self.authorized and self.session is None:
+                self._start_session(now)  # identified before plugging in
+            else:
+                self.vend_pending = self.cfg["free_vend"]
 
     def _quiet(self, now, st):
         # How long nothing here can change without an input changing.

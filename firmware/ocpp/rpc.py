@@ -48,6 +48,7 @@ class Rpc:
         self.ws = None
         self.on_invalid = None  # fn(count, why), for the security log
         self.on_message = None  # fn(direction, text), for traces and tests
+        self.quiet = False  # boot Rejected: the CSMS's CALLs get no answer
         self.invalid = 0  # frames we could not answer
         self.errors_sent = 0
         self.calls = 0
@@ -156,6 +157,9 @@ class Rpc:
             return self._drop("bad unique id")
         kind = msg[0]
         if kind == CALL:
+            if self.quiet:
+                self.log.warn("ocpp", "boot rejected: CALL %s not answered" % uid)
+                return
             return await self._on_call(uid, msg)
         if uid != self._pending:
             self.log.warn("ocpp", "answer to unknown id %s ignored" % uid)

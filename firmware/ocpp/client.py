@@ -1,0 +1,444 @@
+# The OCPP 1.6J charge point: it sits above the station and translates.
+#
+# One task keeps a WebSocket to the CSMS (reconnecting with capped, jittered
+# backoff) and, once connected, boots (BootNotification until Accepted, at
+# the interval the CSMS gives), then loops: queued transaction messages go
+# out in order, status changes are reported, heartbeats and meter values are
+# sent when due. The station's connectors never wait for any of this: their
+# session events are noted in RAM by the control loop and persisted by this
+# task within the same loop pass.
+import asyncio
+from firmware.ocpp.rpc import Rpc, CallError, RpcTimeout, NotConnected
+from firmware.ocpp.queue import TxQueue
+from firmware.ocpp.keys import Keys
+from firmware.ocpp.auth import AuthCache
+from firmware.ocpp import timefmt
+from firmware.ocpp import handlers as core_handlers
+from firmware.net.backoff import Backoff
+from firmware.net.ws import WsError
+from firmware.sim.rng import Rng
+
+BOOT_RETRY_S = 30  # when the CSMS gives no usable interval
+LOOP_MS = 1000  # the session loop's longest sleep
+
+
+class OcppClient:
+    def __init__(self, station, opts, connect):
+        # opts: url, id, basic (user, password) or None, ca (bytes) or None,
+        # vendor, model, serial. connect: firmware.net.ws.connect (or a fake).
+        self.station = station
+        self.clock = station.clock
+        self.log = station.log
+        self.store = station.store
+        self.opts = opts
+        self.connect = connect
+        n = len(station.connectors)
+        self.keys = Keys(self.store, n, self.log)
+        self.rpc = Rpc(self.clock, self.log)
+        self.rpc.on_invalid = self._invalid
+        self.queue = TxQueue(self.store, self.log)
+        self.auth = AuthCache(self.store, self.log)
+        self.state = "offline"  # offline, connecting, booting, pending, rejected, accepted
+        self.registered = False
+        self.boot_interval = 0
+        self.reported = {}  # connector id -> (status, errorCode) last sent
+        self.events = []  # connector events noted by the control loop, handled here
+        self.wake = asyncio.Event()
+        self.last_heartbeat = None
+        self.next_sample = {}
+        self.next_aligned = None
+        self.connections = 0
+        self.ws = None
+        self.txs = {}  # connector id -> {"tx": local or remote id, "tag":, "start_wh":}
+        self.pending_reset = None
+        self.scheduled_unavailable = set()
+        self._restore_txs()
+        avail = self.store.read("ocpp_availability.json", {})
+        if isinstance(avail, dict):  # ChangeAvailability survives a reboot
+            for c in station.connectors:
+                if avail.get(str(c.id)) is False:
+                    c.set_available(False)
+        for c in station.connectors:
+            c.listeners.append(self._on_connector_event)
+        core_handlers.install(self)
+        station.ocpp = self
+
+    # --- from the control loop: note only, no I/O ---------------------------
+    def _on_connector_event(self, conn, event, detail):
+        self.events.append((conn.id, event, detail, self.clock.wall()))
+        self.wake.set()
+
+    # --- transactions ----------------------------------------------------------
+    def _restore_txs(self):
+        rec = self.store.read("ocpp_txs.json", {})
+        if isinstance(rec, dict):
+            for k, v in rec.items():
+                if isinstance(v, dict):
+                    self.txs[int(k)] = v
+
+    def _save_txs(self):
+        self.store.write("ocpp_txs.json", {str(k): v for k, v in self.txs.items()})
+
+    def _process_events(self):
+        while self.events:
+            cid, event, s, wall = self.events.pop(0)
+            if event == "session_start":
+                self._start_tx(cid, s, wall)
+            elif event == "session_end":
+                self._stop_tx(cid, s, wall, s.get("reason") or "Local")
+                if cid in self.scheduled_unavailable:
+                    self.scheduled_unavailable.discard(cid)
+                    self.station.connectors[cid - 1].set_available(False)
+
+    def _start_tx(self, cid, s, wall):
+        tx = self.queue.new_tx()
+        self.txs[cid] = {"tx": tx, "tag": s["id_tag"], "start_wh": s["start_wh"]}
+        self._save_txs()
+        self.queue.push("StartTransaction", {
+            "connectorId": cid, "idTag": s["id_tag"], "meterStart": s["start_wh"],
+            "timestamp": timefmt.format(wall)}, tx)
+        self.next_sample[cid] = None
+
+    def _stop_tx(self, cid, s, wall, reason, meter_wh=None):
+        t = self.txs.pop(cid, None)
+        if t is None:
+            return
+        self._save_txs()
+        tx = t["tx"]
+        stop_wh = meter_wh if meter_wh is not None else s["start_wh"] + s.get("wh", 0)
+        payload = {"transactionId": self.queue.remote_id(tx) or tx, "meterStop": stop_wh,
+                   "timestamp": timefmt.format(wall), "reason": reason}
+        if reason in ("Local", "EVDisconnected") and s.get("id_tag"):
+            payload["idTag"] = s["id_tag"]
+        data = self._stop_data(cid, stop_wh, wall)
+        if data:
+            payload["transactionData"] = data
+        self.queue.push("StopTransaction", payload, tx)
+
+    def recover_after_boot(self):
+        # Transactions open at the last power-down: the session did not survive
+        # a reboot of the charger, so they end with reason PowerLoss (or the
+        # reset's reason) and the meter as it stands.
+        if not self.txs:
+            return
+        rec = self.store.read("ocpp_reset.json", {})
+        reason = rec.get("reason", "PowerLoss") if isinstance(rec, dict) else "PowerLoss"
+        self.store.remove("ocpp_reset.json")
+        for cid in list(self.txs):
+            c = self.station.connectors[cid - 1] if 0 < cid <= len(self.station.connectors) else None
+            wh = c.energy.wh if c is not None else self.txs[cid]["start_wh"]
+            self.log.warn("ocpp", "transaction on connector %d ended by %s" % (cid, reason))
+            self._stop_tx(cid, {"id_tag": self.txs[cid]["tag"], "start_wh": self.txs[cid]["start_wh"]},
+                          self.clock.wall(), reason, wh)
+
+    def tx_of(self, cid):
+        t = self.txs.get(cid)
+        return None if t is None else self.queue.remote_id(t["tx"])
+
+    # --- meter values ------------------------------------------------------------
+    def _sample(self, c, measurands, context):
+        out = []
+        for m in measurands:
+            if m == "Energy.Active.Import.Register":
+                out.append({"value": str(c.energy.wh), "measurand": m, "unit": "Wh", "context": context})
+            elif m == "Power.Active.Import":
+                out.append({"value": str(c.energy.power_w), "measurand": m, "unit": "W", "context": context})
+            elif m == "Current.Import":
+                out.append({"value": "%.1f" % (c.energy.current_ma / 1000), "measurand": m, "unit": "A",
+                            "context": context})
+            elif m == "Current.Offered":
+                out.append({"value": "%.1f" % (c.offered_ma / 1000), "measurand": m, "unit": "A",
+                            "context": context})
+            elif m == "Voltage":
+                out.append({"value": "%.1f" % (c.energy.voltage_mv / 1000), "measurand": m, "unit": "V",
+                            "context": context})
+            elif m == "Temperature" and self.station.temp_dc is not None:
+                out.append({"value": "%.1f" % (self.station.temp_dc / 10), "measurand": m, "unit": "Celsius",
+                            "context": context})
+        return out
+
+    def _stop_data(self, cid, wh, wall):
+        names = self.keys.list("StopTxnSampledData")
+        if not names:
+            return None
+        c = self.station.connectors[cid - 1]
+        return [{"timestamp": timefmt.format(wall), "sampledValue": self._sample(c, names, "Transaction.End")}]
+
+    def _meter_values(self, now):
+        wall = self.clock.wall()
+        interval = self.keys.get("MeterValueSampleInterval")
+        if interval > 0:
+            names = self.keys.list("MeterValuesSampledData")
+            for cid, t in self.txs.items():
+                due = self.next_sample.get(cid)
+                if due is None:
+                    self.next_sample[cid] = wall + interval
+                elif wall >= due and names:
+                    self.next_sample[cid] = wall + interval
+                    c = self.station.connectors[cid - 1]
+                    self.queue.push("MeterValues", {
+                        "connectorId": cid, "transactionId": self.queue.remote_id(t["tx"]) or t["tx"],
+                        "meterValue": [{"timestamp": timefmt.format(wall),
+                                        "sampledValue": self._sample(c, names, "Sample.Periodic")}]}, t["tx"])
+        aligned = self.keys.get("ClockAlignedDataInterval")
+        if aligned > 0:
+            nxt = (wall // aligned + 1) * aligned
+            if self.next_aligned is None:
+                self.next_aligned = nxt
+            elif wall >= self.next_aligned:
+                self.next_aligned = nxt
+                names = self.keys.list("MeterValuesAlignedData")
+                for c in self.station.connectors:
+                    if not names:
+                        break
+                    mv = {"connectorId": c.id, "meterValue": [{"timestamp": timefmt.format(wall),
+                                                               "sampledValue": self._sample(c, names,
+                                                                                            "Sample.Clock")}]}
+                    t = self.txs.get(c.id)
+                    if t is not None:
+                        mv["transactionId"] = self.queue.remote_id(t["tx"]) or t["tx"]
+                        self.queue.push("MeterValues", mv, t["tx"])
+                    elif self.registered:
+                        asyncio.create_task(self._try("MeterValues", mv))
+
+    # --- the connection --------------------------------------------------------
+    def _invalid(self, count, why):
+        if count % 10 == 0:
+            self.log.error("ocpp", "%d frames from the CSMS could not be answered (%s)" % (count, why))
+
+    async def _try(self, action, payload):
+        try:
+            return await self.rpc.call(action, payload)
+        except (CallError, RpcTimeout, NotConnected) as e:
+            self.log.warn("ocpp", "%s failed: %r" % (action, e))
+            return None
+
+    async def run(self):
+        self.recover_after_boot()
+        backoff = Backoff(base_ms=1000, cap_ms=120000, rng=Rng(self.clock.ticks_ms() + 7))
+        while True:
+            self.state = "connecting"
+            try:
+                ws = await self.connect(self.opts["url"], basic=self.opts.get("basic"), ca=self.opts.get("ca"))
+            except Exception as e:  # refused, TLS, 401, timeout: all mean retry later
+                self.state = "offline"
+                ms = backoff.next_ms()
+                self.log.warn("ocpp", "connect failed (%s); retry in %d ms" % (e, ms))
+                self._offline_work()
+                await self.clock.sleep_ms(ms)
+                continue
+            backoff.reset()
+            self.connections += 1
+            self.ws = ws
+            self.log.info("ocpp", "connected to %s" % self.opts["url"])
+            self.rpc.attach(ws)  # before the reader runs: boot may call at once
+            reader = asyncio.create_task(self.rpc.run(ws))
+            try:
+                await self._session(reader)
+            except (CallError, RpcTimeout, NotConnected, WsError, OSError) as e:
+                self.log.warn("ocpp", "connection ended: %r" % e)
+            finally:
+                self.ws = None
+                self.state = "offline"
+                self.registered = False
+                reader.cancel()
+                try:
+                    await ws.close()
+                except Exception:
+                    pass
+            await self.clock.sleep_ms(backoff.next_ms())
+
+    def _offline_work(self):
+        # Offline the transaction bookkeeping goes on: events are queued.
+        self._process_events()
+        self._meter_values(self.clock.ticks_ms())
+
+    async def _boot(self, reader):
+        o = self.opts
+        payload = {"chargePointVendor": o.get("vendor", "MicroCharge"), "chargePointModel": o.get("model", "SIM-1"),
+                   "firmwareVersion": self.station.version}
+        if o.get("serial"):
+            payload["chargePointSerialNumber"] = o["serial"]
+        while True:
+            self.state = "booting"
+            r = await self.rpc.call("BootNotification", payload)
+            self._sync_clock(r.get("currentTime"))
+            interval = r.get("interval", 0)
+            if r["status"] == "Accepted":
+                if interval > 0:
+                    self.keys.values["HeartbeatInterval"] = interval
+                self.state = "accepted"
+                self.registered = True
+                self.log.info("ocpp", "boot accepted, heartbeat %d s" % self.keys.get("HeartbeatInterval"))
+                return
+            self.state = "pending" if r["status"] == "Pending" else "rejected"
+            # Pending: the CSMS may configure us meanwhile; Rejected: we stay
+            # quiet until the interval passes.
+            self.rpc.quiet = self.state == "rejected"
+            wait = (interval if interval > 0 else BOOT_RETRY_S) * 1000
+            self.log.warn("ocpp", "boot %s; again in %d s" % (r["status"], wait // 1000))
+            await self._sleep_or_drop(wait, reader)
+            self.rpc.quiet = False
+
+    async def _sleep_or_drop(self, ms, reader):
+        end = self.clock.ticks_ms() + ms
+        while self.clock.ticks_ms() < end:
+            if reader is not None and reader.done():
+                raise NotConnected("connection lost")
+            self._offline_work()
+            await self.clock.sleep_ms(min(LOOP_MS, end - self.clock.ticks_ms()))
+
+    def _sync_clock(self, stamp):
+        t = timefmt.parse(stamp) if stamp else None
+        if t is not None and abs(t - self.clock.wall()) > 2:
+            self.clock.set_wall(t)
+            self.log.info("ocpp", "clock set to %s from the CSMS" % stamp)
+
+    async def _session(self, reader):
+        await self._boot(reader)
+        self.reported = {}
+        self.last_heartbeat = self.clock.ticks_ms()
+        while True:
+            self._process_events()
+            now = self.clock.ticks_ms()
+            self._meter_values(now)
+            await self._flush_queue()  # transaction messages before the statuses they explain
+            await self._report_status()
+            hb = self.keys.get("HeartbeatInterval") * 1000
+            if hb and now - self.last_heartbeat >= hb:
+                r = await self.rpc.call("Heartbeat", {})
+                self._sync_clock(r.get("currentTime"))
+                self.last_heartbeat = now
+            if self.pending_reset:
+                await self._do_reset()
+            self.wake.clear()
+            if not self.events:
+                await self._wait(LOOP_MS)
+
+    async def _wait(self, ms):
+        # Sleep up to ms on the charger's clock, or until woken.
+        t = asyncio.create_task(self._wake_after(ms))
+        await self.wake.wait()
+        t.cancel()
+
+    async def _wake_after(self, ms):
+        await self.clock.sleep_ms(ms)
+        self.wake.set()
+
+    async def _report_status(self):
+        c0 = "Unavailable" if all(not c.available for c in self.station.connectors) else "Available"
+        items = [(0, c0, "NoError")] + [(c.id, c.status_name(), c.faults.ocpp_error())
+                                        for c in self.station.connectors]
+        for cid, status, err in items:
+            if self.reported.get(cid) != (status, err):
+                await self.rpc.call("StatusNotification", {"connectorId": cid, "status": status,
+                                                           "errorCode": err,
+                                                           "timestamp": timefmt.format(self.clock.wall())})
+                self.reported[cid] = (status, err)
+
+    async def _flush_queue(self):
+        q = self.queue
+        while True:
+            it = q.head()
+            if it is None:
+                return
+            seq, action, payload, tx, attempts = it
+            if tx is not None and tx < 0 and action != "StartTransaction":
+                rid = q.remote_id(tx)
+                if rid is None:
+                    # Its StartTransaction is ahead of it in the queue; if it
+                    # was dropped after all attempts the CSMS has no id for it.
+                    self.log.warn("ocpp", "%s for unconfirmed transaction %d dropped" % (action, tx))
+                    q.pop(seq)
+                    continue
+                payload["transactionId"] = rid
+            try:
+                r = await self.rpc.call(action, payload)
+            except CallError as e:
+                n = q.attempt(seq)
+                if n >= max(1, self.keys.get("TransactionMessageAttempts")):
+                    self.log.error("ocpp", "%s given up after %d attempts: %s" % (action, n, e.code))
+                    q.pop(seq)
+                    continue
+                await self._sleep_or_drop(self.keys.get("TransactionMessageRetryInterval") * 1000 * n, None)
+                continue
+            if action == "StartTransaction":
+                q.resolve(tx, r["transactionId"])
+                info = r.get("idTagInfo", {})
+                self.auth.remember(payload["idTag"], info)
+                if info.get("status") != "Accepted" and self.keys.get("StopTransactionOnInvalidId"):
+                    cid = payload["connectorId"]
+                    c = self.station.connectors[cid - 1]
+                    if c.session is not None and self.txs.get(cid, {}).get("tx") == tx:
+                        c.stop("DeAuthorized")
+            elif action == "StopTransaction" and r.get("idTagInfo") and payload.get("idTag"):
+                self.auth.remember(payload["idTag"], r["idTagInfo"])
+            q.pop(seq)
+
+    async def _do_reset(self):
+        kind = self.pending_reset
+        self.pending_reset = None
+        reason = "HardReset" if kind == "Hard" else "SoftReset"
+        for c in self.station.connectors:
+            if c.session is not None:
+                c.stop(reason)
+        # Give the stop its EVSE-initiated sequence (soft) before rebooting.
+        if kind == "Soft":
+            for _ in range(70):
+                if all(c.session is None for c in self.station.connectors):
+                    break
+                await self.clock.sleep_ms(100)
+        self._process_events()
+        await self._flush_queue()
+        self.log.warn("ocpp", "%s reset" % kind.lower())
+        reboot = getattr(self.station, "reboot", None)
+        if reboot:
+            reboot()
+
+    # --- what the station, the bench and handlers ask -------------------------
+    async def authorize(self, tag):
+        # -> idTagInfo status. Online: ask the CSMS; offline or failing: the
+        # cache / local list (LocalAuthorizeOffline) or AllowOfflineTxForUnknownId.
+        if self.registered and (not self.keys.get("LocalPreAuthorize") or self.auth.status(tag) != "Accepted"):
+            try:
+                r = await self.rpc.call("Authorize", {"idTag": tag})
+                info = r["idTagInfo"]
+                self.auth.remember(tag, info)
+                return info.get("status", "Invalid")
+            except (RpcTimeout, NotConnected):
+                pass
+            except CallError:
+                return "Invalid"
+        known = self.auth.status(tag, self.clock.wall())
+        if known == "Accepted" and (self.keys.get("LocalAuthorizeOffline") or self.registered):
+            return "Accepted"
+        if known is None and not self.registered and self.keys.get("AllowOfflineTxForUnknownId"):
+            return "Accepted"
+        return known or "Invalid"
+
+    async def present_token(self, cid, tag):
+        c = self.station.connectors[cid - 1]
+        if c.session is not None:
+            t = self.txs.get(cid)
+            if c.session["id_tag"] == tag or (t and self.auth.same_parent(tag, t["tag"])):
+                c.stop("Local")
+                return "stopping"
+            return "busy"
+        status = await self.authorize(tag)
+        if status != "Accepted":
+            self.log.warn("ocpp", "token %s not authorized: %s" % (tag, status))
+            return status
+        c.authorize(tag)
+        asyncio.create_task(self._connection_timeout(c, tag))
+        self.wake.set()
+        return "Accepted"
+
+    async def _connection_timeout(self, c, tag):
+        await self.clock.sleep_ms(self.keys.get("ConnectionTimeOut") * 1000)
+        if c.session is None and c.authorized and c.id_tag == tag:
+            c.cancel_authorization()
+
+    def status(self):
+        return {"state": self.state, "url": self.opts["url"], "queued": len(self.queue),
+                "connections": self.connections, "txs": {str(k): self.tx_of(k) for k in self.txs},
+                "reported": {str(k): v[0] for k, v in self.reported.items()}}

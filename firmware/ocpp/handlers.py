@@ -1,0 +1,162 @@
+# Core profile: what the CSMS may ask of the charger, translated into the
+# station's commands. Payloads arrive validated against the 1.6 schemas;
+# each handler answers with the 1.6 result payload.
+import asyncio
+
+
+def _conn(cl, cid):
+    cs = cl.station.connectors
+    return cs[cid - 1] if 0 < cid <= len(cs) else None
+
+
+def install(cl):
+    h = cl.rpc.handlers
+
+    async def reset(p):
+        # Answer first, then stop transactions and reboot (client._do_reset).
+        kind = p["type"]
+        cl.store.write("ocpp_reset.json", {"reason": "HardReset" if kind == "Hard" else "SoftReset"})
+        cl.pending_reset = kind
+        cl.wake.set()
+        return {"status": "Accepted"}
+
+    async def remote_start(p):
+        tag = p["idTag"]
+        cid = p.get("connectorId")
+        if cid is None:
+            cands = [c for c in cl.station.connectors if c.session is None and c.available
+                     and not c.faults.blocking() and not c.authorized]
+            c = cands[0] if cands else None
+        elif cid == 0:
+            return {"status": "Rejected"}  # a transaction needs a connector
+        else:
+            c = _conn(cl, cid)
+        if c is None or c.session is not None or not c.available or c.faults.blocking():
+            return {"status": "Rejected"}
+        if cl.keys.get("AuthorizeRemoteTxRequests"):
+            asyncio.create_task(_remote_authorize(cl, c, tag))
+        else:
+            c.authorize(tag)
+            asyncio.create_task(cl._connection_timeout(c, tag))
+        cl.wake.set()
+        return {"status": "Accepted"}
+
+    async def remote_stop(p):
+        for c in cl.station.connectors:
+            if c.session is not None and cl.tx_of(c.id) == p["transactionId"]:
+                c.stop("Remote")
+                cl.wake.set()
+                return {"status": "Accepted"}
+        return {"status": "Rejected"}
+
+    async def change_configuration(p):
+        status = cl.keys.change(p["key"], p["value"])
+        if p["key"] == "AuthorizationCacheEnabled" and status == "Accepted":
+            cl.auth.enabled = cl.keys.get("AuthorizationCacheEnabled")
+        return {"status": status}
+
+    async def get_configuration(p):
+        known, unknown = cl.keys.report(p.get("key"))
+        r = {"configurationKey": known}
+        if unknown:
+            r["unknownKey"] = unknown
+        return r
+
+    async def change_availability(p):
+        cid = p["connectorId"]
+        on = p["type"] == "Operative"
+        targets = cl.station.connectors if cid == 0 else [_conn(cl, cid)]
+        if None in targets:
+            return {"status": "Rejected"}
+        scheduled = False
+        for c in targets:
+            if not on and c.session is not None:
+                scheduled = True
+                cl.scheduled_unavailable.add(c.id)  # applied when the transaction ends
+            else:
+                cl.scheduled_unavailable.discard(c.id)
+                c.set_available(on)
+        cl.store.write("ocpp_availability.json", {str(c.id): c.available for c in cl.station.connectors})
+        cl.wake.set()
+        return {"status": "Scheduled" if scheduled else "Accepted"}
+
+    async def clear_cache(p):
+        cl.auth.clear()
+        return {"status": "Accepted"}
+
+    async def unlock(p):
+        c = _conn(cl, p["connectorId"])
+        if c is None:
+            return {"status": "NotSupported"}
+        if not c.socket:
+            return {"status": "NotSupported"}  # a tethered cable has no lock
+        if c.session is not None:
+            c.stop("UnlockCommand")
+            cl.wake.set()
+        # The lock opens once the session has ended and the contacts are open.
+        for _ in range(80):
+            if not c.lock_cmd:
+                break
+            await cl.clock.sleep_ms(100)
+        return {"status": "UnlockFailed" if c.lock_cmd or c.hw.locked[c.idx] else "Unlocked"}
+
+    async def data_transfer(p):
+        return {"status": "UnknownVendorId"}  # no vendor extensions in this firmware
+
+    async def trigger(p):
+        what = p["requestedMessage"]
+        cid = p.get("connectorId")
+        if cid is not None and (cid < 0 or cid > len(cl.station.connectors)):
+            return {"status": "Rejected"}
+        if what == "BootNotification":
+            asyncio.create_task(cl._try("BootNotification", {
+                "chargePointVendor": cl.opts.get("vendor", "MicroCharge"),
+                "chargePointModel": cl.opts.get("model", "SIM-1"), "firmwareVersion": cl.station.version}))
+        elif what == "Heartbeat":
+            asyncio.create_task(cl._try("Heartbeat", {}))
+        elif what == "StatusNotification":
+            if cid is None:
+                cl.reported = {}
+            else:
+                cl.reported.pop(cid, None)
+        elif what == "MeterValues":
+            for c in cl.station.connectors:
+                if cid in (None, 0, c.id):
+                    mv = {"connectorId": c.id, "meterValue": [{"timestamp": _now(cl), "sampledValue": cl._sample(
+                        c, cl.keys.list("MeterValuesSampledData") or ["Energy.Active.Import.Register"],
+                        "Trigger")}]}
+                    tx = cl.tx_of(c.id)
+                    if tx is not None:
+                        mv["transactionId"] = tx
+                    asyncio.create_task(cl._try("MeterValues", mv))
+        elif what == "DiagnosticsStatusNotification":
+            asyncio.create_task(cl._try("DiagnosticsStatusNotification", {"status": "Idle"}))
+        elif what == "FirmwareStatusNotification":
+            asyncio.create_task(cl._try("FirmwareStatusNotification", {"status": "Idle"}))
+        else:
+            return {"status": "NotImplemented"}
+        cl.wake.set()
+        return {"status": "Accepted"}
+
+    h["Reset"] = reset
+    h["RemoteStartTransaction"] = remote_start
+    h["RemoteStopTransaction"] = remote_stop
+    h["ChangeConfiguration"] = change_configuration
+    h["GetConfiguration"] = get_configuration
+    h["ChangeAvailability"] = change_availability
+    h["ClearCache"] = clear_cache
+    h["UnlockConnector"] = unlock
+    h["DataTransfer"] = data_transfer
+    h["TriggerMessage"] = trigger
+
+
+def _now(cl):
+    from firmware.ocpp import timefmt
+    return timefmt.format(cl.clock.wall())
+
+
+async def _remote_authorize(cl, c, tag):
+    status = await cl.authorize(tag)
+    if status == "Accepted" and c.session is None:
+        c.authorize(tag)
+        await cl._connection_timeout(c, tag)

@@ -1,0 +1,90 @@
+# The outgoing queue for messages that must reach the CSMS: transaction
+# messages (StartTransaction, StopTransaction, transaction MeterValues) and
+# critical notifications. A message is written to the store before it is
+# sent and removed only when the CSMS confirmed it, so neither going offline
+# nor a power cut loses it; after reconnecting they go out in order.
+#
+# Transactions started offline get a local id (negative); when the CSMS's
+# StartTransaction answer gives the real one, every queued message of that
+# transaction is rewritten, and the mapping is kept for what comes later.
+#
+# The queue is one record rewritten atomically on each change: simple and
+# crash-safe at the sizes a charger queues (bounded by MAX_ITEMS).
+MAX_ITEMS = 500
+KEEP = ("StartTransaction", "StopTransaction")  # never dropped to make room
+
+
+class TxQueue:
+    def __init__(self, store, log, name="ocpp_queue.json"):
+        self.store = store
+        self.log = log
+        self.name = name
+        self.items = []  # [seq, action, payload, local_tx or None, attempts]
+        self.seq = 0
+        self.local_tx = 0  # last local transaction id handed out (negative)
+        self.txmap = {}  # local id (str) -> CSMS transaction id
+        self.dropped = 0
+        rec = store.read(name, None)
+        if isinstance(rec, dict):
+            items = rec.get("items")
+            if isinstance(items, list):
+                self.items = [i for i in items if isinstance(i, list) and len(i) == 5]
+            self.seq = rec.get("seq", 0) if isinstance(rec.get("seq"), int) else 0
+            self.local_tx = rec.get("local_tx", 0) if isinstance(rec.get("local_tx"), int) else 0
+            if isinstance(rec.get("txmap"), dict):
+                self.txmap = rec["txmap"]
+
+    def _save(self):
+        self.store.write(self.name, {"items": self.items, "seq": self.seq, "local_tx": self.local_tx,
+                                     "txmap": self.txmap})
+
+    def new_tx(self):
+        self.local_tx -= 1
+        self._save()
+        return self.local_tx
+
+    def push(self, action, payload, tx=None):
+        if len(self.items) >= MAX_ITEMS:
+            for k, it in enumerate(self.items):
+                if it[1] not in KEEP:
+                    del self.items[k]
+                    self.dropped += 1
+                    self.log.warn("ocpp", "queue full: dropped oldest %s (seq %d)" % (it[1], it[0]))
+                    break
+        self.seq += 1
+        self.items.append([self.seq, action, payload, tx, 0])
+        self._save()
+        return self.seq
+
+    def head(self):
+        return self.items[0] if self.items else None
+
+    def pop(self, seq):
+        if self.items and self.items[0][0] == seq:
+            del self.items[0]
+            self._save()
+
+    def attempt(self, seq):
+        it = self.head()
+        if it and it[0] == seq:
+            it[4] += 1
+            self._save()
+            return it[4]
+        return 0
+
+    def resolve(self, local, remote):
+        # The CSMS named the transaction we called `local`.
+        self.txmap[str(local)] = remote
+        for it in self.items:
+            if it[3] == local and "transactionId" in it[2]:
+                it[2]["transactionId"] = remote
+        self._save()
+
+    def remote_id(self, tx):
+        # The CSMS's id for a transaction (local ids map once resolved).
+        if tx is None or tx >= 0:
+            return tx
+        return self.txmap.get(str(tx))
+
+    def __len__(self):
+        return len(self.items)
