@@ -173,6 +173,8 @@ class Station:
     def stop(self):
         # Orderly shutdown (reboot): open, save, cancel tasks.
         self.hw.safe(self.clock.ticks_ms())
+        if self.ocpp:
+            self.ocpp.stopped = True  # also ends its task when it is the one rebooting us
         for t in self._tasks:
             try:
                 t.cancel()

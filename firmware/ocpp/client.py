@@ -51,6 +51,7 @@ class OcppClient:
         self.ws = None
         self.txs = {}  # connector id -> {"tx": local or remote id, "tag":, "start_wh":}
         self.pending_reset = None
+        self.stopped = False  # set by the station when it stops (reboot): the task ends
         self.scheduled_unavailable = set()
         self._restore_txs()
         avail = self.store.read("ocpp_availability.json", {})
@@ -216,7 +217,7 @@ class OcppClient:
     async def run(self):
         self.recover_after_boot()
         backoff = Backoff(base_ms=1000, cap_ms=120000, rng=Rng(self.clock.ticks_ms() + 7))
-        while True:
+        while not self.stopped:
             self.state = "connecting"
             try:
                 ws = await self.connect(self.opts["url"], basic=self.opts.get("basic"), ca=self.opts.get("ca"))
@@ -236,7 +237,8 @@ class OcppClient:
             try:
                 await self._session(reader)
             except (CallError, RpcTimeout, NotConnected, WsError, OSError) as e:
-                self.log.warn("ocpp", "connection ended: %r" % e)
+                if not self.stopped:
+                    self.log.warn("ocpp", "connection ended: %r" % e)
             finally:
                 self.ws = None
                 self.state = "offline"
@@ -246,7 +248,8 @@ class OcppClient:
                     await ws.close()
                 except Exception:
                     pass
-            await self.clock.sleep_ms(backoff.next_ms())
+            if not self.stopped:
+                await self.clock.sleep_ms(backoff.next_ms())
 
     def _offline_work(self):
         # Offline the transaction bookkeeping goes on: events are queued.
@@ -298,7 +301,7 @@ class OcppClient:
         await self._boot(reader)
         self.reported = {}
         self.last_heartbeat = self.clock.ticks_ms()
-        while True:
+        while not self.stopped:
             self._process_events()
             now = self.clock.ticks_ms()
             self._meter_values(now)
@@ -391,9 +394,9 @@ class OcppClient:
         self._process_events()
         await self._flush_queue()
         self.log.warn("ocpp", "%s reset" % kind.lower())
-        reboot = getattr(self.station, "reboot", None)
+        reboot = self.station.reboot
         if reboot:
-            reboot()
+            reboot()  # stops this station (and so this client) and boots a new one
 
     # --- what the station, the bench and handlers ask -------------------------
     async def authorize(self, tag):

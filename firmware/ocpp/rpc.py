@@ -131,6 +131,8 @@ class Rpc:
             while True:
                 text = await ws.recv()
                 await self.handle(text)
+        except Exception as e:  # the link ended (WsClosed, OSError): the client reconnects
+            self.log.info("ocpp", "reader ended: %r" % e)
         finally:
             self.detach()
 
