@@ -167,15 +167,17 @@ class OcppClient:
 
     def _meter_values(self, now):
         wall = self.clock.wall()
-        interval = self.keys.get("MeterValueSampleInterval")
+        interval = self.keys.get("MeterValueSampleInterval") * 1000
         if interval > 0:
+            # Sampling runs on the monotonic clock: setting the time from the
+            # CSMS must not stretch or squeeze the intervals.
             names = self.keys.list("MeterValuesSampledData")
             for cid, t in self.txs.items():
                 due = self.next_sample.get(cid)
                 if due is None:
-                    self.next_sample[cid] = wall + interval
-                elif wall >= due and names:
-                    self.next_sample[cid] = wall + interval
+                    self.next_sample[cid] = now + interval
+                elif now - due >= 0 and names:
+                    self.next_sample[cid] = due + interval if now - due < interval else now + interval
                     c = self.station.connectors[cid - 1]
                     self.queue.push("MeterValues", {
                         "connectorId": cid, "transactionId": self.queue.remote_id(t["tx"]) or t["tx"],
@@ -295,6 +297,7 @@ class OcppClient:
         t = timefmt.parse(stamp) if stamp else None
         if t is not None and abs(t - self.clock.wall()) > 2:
             self.clock.set_wall(t)
+            self.next_aligned = None  # re-anchor clock-aligned values to the new time
             self.log.info("ocpp", "clock set to %s from the CSMS" % stamp)
 
     async def _session(self, reader):
