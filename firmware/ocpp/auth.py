@@ -41,11 +41,59 @@ class AuthCache:
                 return "Expired"
         return e["status"]
 
-    def same_parent(self, a, b):
-        pa = self.tags.get(a, {}).get("parent")
-        pb = self.tags.get(b, {}).get("parent")
-        return pa is not None and pa == pb
+    def parent(self, tag):
+        return self.tags.get(tag, {}).get("parent")
 
     def clear(self):
         self.tags = {}
         self.store.write(self.name, self.tags)
+
+
+class LocalList:
+    # The CSMS-managed Local Authorization List (SendLocalList): a versioned
+    # set of idTags with their idTagInfo, kept across reboots. It takes
+    # precedence over the cache when the charger decides without the CSMS.
+    def __init__(self, store, log, max_len=500, name="ocpp_locallist.json"):
+        self.store = store
+        self.log = log
+        self.name = name
+        self.max_len = max_len
+        rec = store.read(name, {})
+        self.version = rec.get("version", 0) if isinstance(rec, dict) else 0
+        tags = rec.get("tags") if isinstance(rec, dict) else None
+        self.tags = tags if isinstance(tags, dict) else {}
+
+    def update(self, version, entries, full):
+        # -> "Accepted" | "Failed" | "VersionMismatch"
+        if not full and version <= self.version:
+            return "VersionMismatch"
+        tags = {} if full else dict(self.tags)
+        for e in entries:
+            info = e.get("idTagInfo")
+            if info is None:
+                if full:
+                    return "Failed"  # a full list names every tag with its info
+                tags.pop(e["idTag"], None)
+            else:
+                tags[e["idTag"]] = info
+        if len(tags) > self.max_len:
+            return "Failed"
+        self.tags = tags
+        self.version = version
+        self.store.write(self.name, {"version": version, "tags": tags})
+        self.log.info("ocpp", "local list version %d: %d tag(s)" % (version, len(tags)))
+        return "Accepted"
+
+    def status(self, tag, now=None):
+        info = self.tags.get(tag)
+        if info is None:
+            return None
+        if now is not None and info.get("expiryDate"):
+            from firmware.ocpp import timefmt
+            t = timefmt.parse(info["expiryDate"])
+            if t is not None and now > t:
+                return "Expired"
+        return info.get("status", "Invalid")
+
+    def parent(self, tag):
+        return self.tags.get(tag, {}).get("parentIdTag")

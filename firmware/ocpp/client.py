@@ -11,7 +11,7 @@ import asyncio
 from firmware.ocpp.rpc import Rpc, CallError, RpcTimeout, NotConnected
 from firmware.ocpp.queue import TxQueue
 from firmware.ocpp.keys import Keys
-from firmware.ocpp.auth import AuthCache
+from firmware.ocpp.auth import AuthCache, LocalList
 from firmware.ocpp import timefmt
 from firmware.ocpp import handlers as core_handlers
 from firmware.net.backoff import Backoff
@@ -38,6 +38,8 @@ class OcppClient:
         self.rpc.on_invalid = self._invalid
         self.queue = TxQueue(self.store, self.log)
         self.auth = AuthCache(self.store, self.log)
+        self.auth.enabled = self.keys.get("AuthorizationCacheEnabled")
+        self.local = LocalList(self.store, self.log, self.keys.get("LocalAuthListMaxLength"))
         self.state = "offline"  # offline, connecting, booting, pending, rejected, accepted
         self.registered = False
         self.boot_interval = 0
@@ -402,10 +404,23 @@ class OcppClient:
             reboot()  # stops this station (and so this client) and boots a new one
 
     # --- what the station, the bench and handlers ask -------------------------
+    def local_status(self, tag):
+        # What the charger knows by itself: the local list first, then the cache.
+        now = self.clock.wall()
+        if self.keys.get("LocalAuthListEnabled"):
+            s = self.local.status(tag, now)
+            if s is not None:
+                return s
+        if self.keys.get("AuthorizationCacheEnabled"):
+            return self.auth.status(tag, now)
+        return None
+
     async def authorize(self, tag):
-        # -> idTagInfo status. Online: ask the CSMS; offline or failing: the
-        # cache / local list (LocalAuthorizeOffline) or AllowOfflineTxForUnknownId.
-        if self.registered and (not self.keys.get("LocalPreAuthorize") or self.auth.status(tag) != "Accepted"):
+        # -> idTagInfo status. Online: ask the CSMS (unless LocalPreAuthorize
+        # and the tag is known good); offline or failing: the local list and
+        # cache (LocalAuthorizeOffline) or AllowOfflineTxForUnknownId.
+        known = self.local_status(tag)
+        if self.registered and not (self.keys.get("LocalPreAuthorize") and known == "Accepted"):
             try:
                 r = await self.rpc.call("Authorize", {"idTag": tag})
                 info = r["idTagInfo"]
@@ -415,8 +430,7 @@ class OcppClient:
                 pass
             except CallError:
                 return "Invalid"
-        known = self.auth.status(tag, self.clock.wall())
-        if known == "Accepted" and (self.keys.get("LocalAuthorizeOffline") or self.registered):
+        if known == "Accepted" and (self.registered or self.keys.get("LocalAuthorizeOffline")):
             return "Accepted"
         if known is None and not self.registered and self.keys.get("AllowOfflineTxForUnknownId"):
             return "Accepted"
@@ -426,7 +440,10 @@ class OcppClient:
         c = self.station.connectors[cid - 1]
         if c.session is not None:
             t = self.txs.get(cid)
-            if c.session["id_tag"] == tag or (t and self.auth.same_parent(tag, t["tag"])):
+            same = c.session["id_tag"] == tag
+            if not same and t is not None and await self.authorize(tag) == "Accepted":
+                same = self._same_parent(tag, t["tag"])  # another card of the same group
+            if same:
                 c.stop("Local")
                 return "stopping"
             return "busy"
@@ -438,6 +455,11 @@ class OcppClient:
         asyncio.create_task(self._connection_timeout(c, tag))
         self.wake.set()
         return "Accepted"
+
+    def _same_parent(self, a, b):
+        pa = self.local.parent(a) or self.auth.parent(a)
+        pb = self.local.parent(b) or self.auth.parent(b)
+        return pa is not None and pa == pb
 
     async def _connection_timeout(self, c, tag):
         await self.clock.sleep_ms(self.keys.get("ConnectionTimeOut") * 1000)

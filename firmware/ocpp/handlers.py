@@ -138,6 +138,17 @@ def install(cl):
         cl.wake.set()
         return {"status": "Accepted"}
 
+    async def send_local_list(p):
+        entries = p.get("localAuthorizationList") or []
+        if len(entries) > cl.keys.get("SendLocalListMaxLength"):
+            return {"status": "Failed"}
+        return {"status": cl.local.update(p["listVersion"], entries, p["updateType"] == "Full")}
+
+    async def get_local_list_version(p):
+        return {"listVersion": cl.local.version}
+
+    h["SendLocalList"] = send_local_list
+    h["GetLocalListVersion"] = get_local_list_version
     h["Reset"] = reset
     h["RemoteStartTransaction"] = remote_start
     h["RemoteStopTransaction"] = remote_stop
