@@ -3,17 +3,12 @@ sends a versioned list of idTags; the charger answers with it by itself when
 it may (LocalPreAuthorize) or must (offline, LocalAuthorizeOffline)."""
 import pytest
 
-CP = "SIM0001"
+from ocpp_helpers import CP, online_pair
 
 
 @pytest.fixture
 def online(make_csms, make_fw):
-    csms = make_csms(ping_interval=None)
-    fw = make_fw(sets=["csms_url=ws://127.0.0.1:%d" % csms.port])
-    fw.advance(100)
-    csms.wait_for_sync("BootNotification", cp=CP, timeout=10)
-    fw.advance(2000)
-    return csms, fw
+    return online_pair(make_csms, make_fw)
 
 
 def send_list(csms, version, entries, kind="Full"):

@@ -12,6 +12,7 @@ from firmware.ocpp.rpc import Rpc, CallError, RpcTimeout, NotConnected
 from firmware.ocpp.queue import TxQueue
 from firmware.ocpp.keys import Keys
 from firmware.ocpp.auth import AuthCache, LocalList
+from firmware.ocpp.reserve import Reservations
 from firmware.ocpp import timefmt
 from firmware.ocpp import handlers as core_handlers
 from firmware.net.backoff import Backoff
@@ -40,6 +41,8 @@ class OcppClient:
         self.auth = AuthCache(self.store, self.log)
         self.auth.enabled = self.keys.get("AuthorizationCacheEnabled")
         self.local = LocalList(self.store, self.log, self.keys.get("LocalAuthListMaxLength"))
+        self.reservations = Reservations(self.store, self.log)
+        self.tx_reservation = {}  # connector id -> reservationId for the next StartTransaction
         self.state = "offline"  # offline, connecting, booting, pending, rejected, accepted
         self.registered = False
         self.boot_interval = 0
@@ -97,9 +100,13 @@ class OcppClient:
         tx = self.queue.new_tx()
         self.txs[cid] = {"tx": tx, "tag": s["id_tag"], "start_wh": s["start_wh"]}
         self._save_txs()
-        self.queue.push("StartTransaction", {
-            "connectorId": cid, "idTag": s["id_tag"], "meterStart": s["start_wh"],
-            "timestamp": timefmt.format(wall)}, tx)
+        p = {"connectorId": cid, "idTag": s["id_tag"], "meterStart": s["start_wh"],
+             "timestamp": timefmt.format(wall)}
+        rid = self.tx_reservation.pop(cid, None)
+        if rid is not None:
+            p["reservationId"] = rid
+            self.reservations.cancel(rid, "used by its transaction")
+        self.queue.push("StartTransaction", p, tx)
         self.next_sample[cid] = None
 
     def _stop_tx(self, cid, s, wall, reason, meter_wh=None):
@@ -257,6 +264,7 @@ class OcppClient:
 
     def _offline_work(self):
         # Offline the transaction bookkeeping goes on: events are queued.
+        self.reservations.expire(self.clock.wall())
         self._process_events()
         self._meter_values(self.clock.ticks_ms())
 
@@ -307,6 +315,7 @@ class OcppClient:
         self.reported = {}
         self.last_heartbeat = self.clock.ticks_ms()
         while not self.stopped:
+            self.reservations.expire(self.clock.wall())
             self._process_events()
             now = self.clock.ticks_ms()
             self._meter_values(now)
@@ -335,7 +344,7 @@ class OcppClient:
 
     async def _report_status(self):
         c0 = "Unavailable" if all(not c.available for c in self.station.connectors) else "Available"
-        items = [(0, c0, "NoError")] + [(c.id, c.status_name(), c.faults.ocpp_error())
+        items = [(0, c0, "NoError")] + [(c.id, self.status_of(c), c.faults.ocpp_error())
                                         for c in self.station.connectors]
         for cid, status, err in items:
             if self.reported.get(cid) != (status, err):
@@ -343,6 +352,32 @@ class OcppClient:
                                                            "errorCode": err,
                                                            "timestamp": timefmt.format(self.clock.wall())})
                 self.reported[cid] = (status, err)
+
+    def status_of(self, c):
+        s = c.status_name()
+        if s in ("Available", "Preparing") and c.session is None and (
+                self.reservations.on(c.id) or (self.reservations.any() and self._last_free(c))):
+            return "Reserved"
+        return s
+
+    def _last_free(self, c):
+        # A connector-0 reservation holds the last connector nobody uses.
+        free = [x for x in self.station.connectors if x.session is None and not x.authorized and x.available]
+        return len(free) == 1 and free[0] is c
+
+    def reserved_for_other(self, c, tag):
+        # Does a reservation keep this connector from `tag`? Remembers which
+        # reservation a holder uses, for its StartTransaction.
+        parent = self.local.parent(tag) or self.auth.parent(tag)
+        r = self.reservations.on(c.id)
+        if r is None and self.reservations.any() and self._last_free(c):
+            r = self.reservations.any()
+        if r is None:
+            return False
+        if self.reservations.holds(r[1], tag, parent):
+            self.tx_reservation[c.id] = r[0]
+            return False
+        return True
 
     async def _flush_queue(self):
         q = self.queue
@@ -451,6 +486,9 @@ class OcppClient:
         if status != "Accepted":
             self.log.warn("ocpp", "token %s not authorized: %s" % (tag, status))
             return status
+        if self.reserved_for_other(c, tag):
+            self.log.warn("ocpp", "connector %d is reserved for another idTag" % cid)
+            return "Reserved"
         c.authorize(tag)
         asyncio.create_task(self._connection_timeout(c, tag))
         self.wake.set()

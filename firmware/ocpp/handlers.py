@@ -2,6 +2,7 @@
 # station's commands. Payloads arrive validated against the 1.6 schemas;
 # each handler answers with the 1.6 result payload.
 import asyncio
+from firmware.ocpp import timefmt
 
 
 def _conn(cl, cid):
@@ -32,6 +33,8 @@ def install(cl):
         else:
             c = _conn(cl, cid)
         if c is None or c.session is not None or not c.available or c.faults.blocking():
+            return {"status": "Rejected"}
+        if cl.reserved_for_other(c, tag):
             return {"status": "Rejected"}
         if cl.keys.get("AuthorizeRemoteTxRequests"):
             asyncio.create_task(_remote_authorize(cl, c, tag))
@@ -147,6 +150,47 @@ def install(cl):
     async def get_local_list_version(p):
         return {"listVersion": cl.local.version}
 
+    async def reserve_now(p):
+        cid = p["connectorId"]
+        expiry = timefmt.parse(p["expiryDate"])
+        if cid == 0:
+            if not cl.keys.get("ReserveConnectorZeroSupported"):
+                return {"status": "Rejected"}
+            targets = cl.station.connectors
+        else:
+            c = _conn(cl, cid)
+            if c is None:
+                return {"status": "Rejected"}
+            targets = [c]
+        rid = p["reservationId"]
+        mine = cl.reservations.by_id.get(str(rid))
+        if all(c.faults.blocking() for c in targets):
+            return {"status": "Faulted"}
+        if all(not c.available for c in targets):
+            return {"status": "Unavailable"}
+        if cid != 0:
+            c = targets[0]
+            held = cl.reservations.on(cid)
+            busy = c.session is not None or c.authorized or c.pilot.state != 0
+            if busy or (held is not None and held[0] != rid):
+                return {"status": "Occupied"}
+        elif not any(c.session is None and not c.authorized and c.available for c in targets):
+            return {"status": "Occupied"}
+        if expiry is None or expiry <= cl.clock.wall():
+            return {"status": "Rejected"}
+        if mine is not None:
+            cl.reservations.cancel(rid, "replaced")
+        cl.reservations.add(rid, cid, p["idTag"], p.get("parentIdTag"), expiry)
+        cl.wake.set()
+        return {"status": "Accepted"}
+
+    async def cancel_reservation(p):
+        ok = cl.reservations.cancel(p["reservationId"], "cancelled by the CSMS")
+        cl.wake.set()
+        return {"status": "Accepted" if ok else "Rejected"}
+
+    h["ReserveNow"] = reserve_now
+    h["CancelReservation"] = cancel_reservation
     h["SendLocalList"] = send_local_list
     h["GetLocalListVersion"] = get_local_list_version
     h["Reset"] = reset
@@ -162,7 +206,6 @@ def install(cl):
 
 
 def _now(cl):
-    from firmware.ocpp import timefmt
     return timefmt.format(cl.clock.wall())
 
 
