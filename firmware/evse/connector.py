@@ -24,7 +24,7 @@ OC_WINDOW_MS = const(7000)  # EVerest: (offered + 0.5 A) * 1.1 for 7 s
 OC_OPEN_MS = const(1000)  # after an overcurrent stop, open 1 s after PWM off
 FOLLOW_MS = const(5000)  # an EV may take this long to follow a lower duty
 SLOW_MS = const(1000)  # longest tickless sleep
-LIMITS = ("config", "cable", "derate", "external")  # later: smart charging profiles
+LIMITS = ("config", "cable", "derate", "external", "smart")  # smart: OCPP charging profiles
 
 # PP resistance (ohm) -> cable rating (mA), IEC 62196; outside = error.
 _PP = ((60, 0), (160, 63000), (450, 32000), (1000, 20000), (2200, 13000), (4500, 0))
@@ -57,7 +57,7 @@ class Connector:
         self.energy = EnergyRegister(store, self.name)
         max_ma = int(cfg["max_current_a"] * 1000)
         # Limits from above (LIMITS order), combined as the minimum. None = no limit.
-        self.limits = [max_ma, None, None, None]
+        self.limits = [max_ma, None, None, None, None]
         self.offered_ma = 0
         self.limited_by = "config"
         self.out = DC_HIGH

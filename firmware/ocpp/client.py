@@ -13,6 +13,7 @@ from firmware.ocpp.queue import TxQueue
 from firmware.ocpp.keys import Keys
 from firmware.ocpp.auth import AuthCache, LocalList
 from firmware.ocpp.reserve import Reservations
+from firmware.ocpp.smart import Profiles
 from firmware.ocpp import timefmt
 from firmware.ocpp import handlers as core_handlers
 from firmware.net.backoff import Backoff
@@ -42,6 +43,8 @@ class OcppClient:
         self.auth.enabled = self.keys.get("AuthorizationCacheEnabled")
         self.local = LocalList(self.store, self.log, self.keys.get("LocalAuthListMaxLength"))
         self.reservations = Reservations(self.store, self.log)
+        self.profiles = Profiles(self.store, self.log, station.cfg["voltage_v"])
+        self.pending_profiles = {}  # connector id -> TxProfile from RemoteStartTransaction
         self.tx_reservation = {}  # connector id -> reservationId for the next StartTransaction
         self.state = "offline"  # offline, connecting, booting, pending, rejected, accepted
         self.registered = False
@@ -57,6 +60,7 @@ class OcppClient:
         self.txs = {}  # connector id -> {"tx": local or remote id, "tag":, "start_wh":}
         self.pending_reset = None
         self.stopped = False  # set by the station when it stops (reboot): the task ends
+        self.time_synced = False
         self.scheduled_unavailable = set()
         self._restore_txs()
         avail = self.store.read("ocpp_availability.json", {})
@@ -98,7 +102,7 @@ class OcppClient:
 
     def _start_tx(self, cid, s, wall):
         tx = self.queue.new_tx()
-        self.txs[cid] = {"tx": tx, "tag": s["id_tag"], "start_wh": s["start_wh"]}
+        self.txs[cid] = {"tx": tx, "tag": s["id_tag"], "start_wh": s["start_wh"], "t0": wall}
         self._save_txs()
         p = {"connectorId": cid, "idTag": s["id_tag"], "meterStart": s["start_wh"],
              "timestamp": timefmt.format(wall)}
@@ -115,6 +119,8 @@ class OcppClient:
             return
         self._save_txs()
         tx = t["tx"]
+        self.profiles.end_tx(self.queue.remote_id(tx))
+        self.profiles.end_tx(tx)
         stop_wh = meter_wh if meter_wh is not None else s["start_wh"] + s.get("wh", 0)
         payload = {"transactionId": self.queue.remote_id(tx) or tx, "meterStop": stop_wh,
                    "timestamp": timefmt.format(wall), "reason": reason}
@@ -262,8 +268,22 @@ class OcppClient:
             if not self.stopped:
                 await self.clock.sleep_ms(backoff.next_ms())
 
+    def apply_profiles(self):
+        # The charging profiles' limit for each connector, now. Also offline:
+        # a schedule keeps running without the CSMS.
+        t = self.clock.wall()
+        active = [c for c in self.station.connectors if c.session is not None]
+        for c in self.station.connectors:
+            tx = self.txs.get(c.id)
+            lim = self.profiles.limit(c.id, t, self.tx_of(c.id), tx.get("t0") if tx else None, max(1, len(active)))
+            if lim != c.limits[4]:
+                c.set_limit("smart", lim)
+                self.log.info("ocpp", "connector %d: charging profile limit %s" % (
+                    c.id, "none" if lim is None else "%d mA" % lim))
+
     def _offline_work(self):
         # Offline the transaction bookkeeping goes on: events are queued.
+        self.apply_profiles()
         self.reservations.expire(self.clock.wall())
         self._process_events()
         self._meter_values(self.clock.ticks_ms())
@@ -304,7 +324,13 @@ class OcppClient:
             await self.clock.sleep_ms(min(LOOP_MS, end - self.clock.ticks_ms()))
 
     def _sync_clock(self, stamp):
+        # A simulated clock takes the CSMS's time once: after that simulated
+        # time runs on its own (the CSMS's clock runs in real time).
+        if self.clock.simulated and self.time_synced:
+            return
         t = timefmt.parse(stamp) if stamp else None
+        if t is not None:
+            self.time_synced = True
         if t is not None and abs(t - self.clock.wall()) > 2:
             self.clock.set_wall(t)
             self.next_aligned = None  # re-anchor clock-aligned values to the new time
@@ -317,6 +343,7 @@ class OcppClient:
         while not self.stopped:
             self.reservations.expire(self.clock.wall())
             self._process_events()
+            self.apply_profiles()
             now = self.clock.ticks_ms()
             self._meter_values(now)
             await self._flush_queue()  # transaction messages before the statuses they explain
@@ -407,6 +434,12 @@ class OcppClient:
                 continue
             if action == "StartTransaction":
                 q.resolve(tx, r["transactionId"])
+                prof = self.pending_profiles.pop(payload["connectorId"], None)
+                if prof is not None:  # the TxProfile a RemoteStartTransaction brought
+                    self.profiles.add(payload["connectorId"], prof, r["transactionId"])
+                for it in self.profiles.items:  # set while the id was still local
+                    if it[1]["tx"] == tx:
+                        it[1]["tx"] = r["transactionId"]
                 info = r.get("idTagInfo", {})
                 self.auth.remember(payload["idTag"], info)
                 if info.get("status") != "Accepted" and self.keys.get("StopTransactionOnInvalidId"):

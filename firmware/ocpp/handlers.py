@@ -36,6 +36,11 @@ def install(cl):
             return {"status": "Rejected"}
         if cl.reserved_for_other(c, tag):
             return {"status": "Rejected"}
+        prof = p.get("chargingProfile")
+        if prof is not None:
+            if prof["chargingProfilePurpose"] != "TxProfile":
+                return {"status": "Rejected"}
+            cl.pending_profiles[c.id] = prof
         if cl.keys.get("AuthorizeRemoteTxRequests"):
             asyncio.create_task(_remote_authorize(cl, c, tag))
         else:
@@ -189,6 +194,39 @@ def install(cl):
         cl.wake.set()
         return {"status": "Accepted" if ok else "Rejected"}
 
+    async def set_profile(p):
+        cid = p["connectorId"]
+        if cid < 0 or cid > len(cl.station.connectors):
+            return {"status": "Rejected"}
+        tx = cl.tx_of(cid) if cid else None
+        if tx is None and cid and cid in cl.txs:
+            tx = cl.txs[cid]["tx"]  # started offline: the local id until the CSMS names it
+        status = cl.profiles.add(cid, p["csChargingProfiles"], tx)
+        cl.apply_profiles()
+        return {"status": status}
+
+    async def clear_profile(p):
+        n = cl.profiles.clear(p.get("id"), p.get("connectorId"), p.get("chargingProfilePurpose"), p.get("stackLevel"))
+        cl.apply_profiles()
+        return {"status": "Accepted" if n else "Unknown"}
+
+    async def composite(p):
+        cid = p["connectorId"]
+        if cid < 0 or cid > len(cl.station.connectors):
+            return {"status": "Rejected"}
+        unit = p.get("chargingRateUnit", "A")
+        t0 = cl.clock.wall()
+        tx = cl.txs.get(cid)
+        periods = cl.profiles.composite(cid, t0, p["duration"], unit, cl.tx_of(cid), tx.get("t0") if tx else None)
+        if not periods:
+            return {"status": "Rejected"}  # nothing limits this connector then
+        return {"status": "Accepted", "connectorId": cid, "scheduleStart": timefmt.format(t0),
+                "chargingSchedule": {"duration": p["duration"], "startSchedule": timefmt.format(t0),
+                                     "chargingRateUnit": unit, "chargingSchedulePeriod": periods}}
+
+    h["SetChargingProfile"] = set_profile
+    h["ClearChargingProfile"] = clear_profile
+    h["GetCompositeSchedule"] = composite
     h["ReserveNow"] = reserve_now
     h["CancelReservation"] = cancel_reservation
     h["SendLocalList"] = send_local_list

@@ -52,6 +52,10 @@ TABLE = {
     "LocalAuthListMaxLength": (INT, 500, R, False, 0, 0),
     "SendLocalListMaxLength": (INT, 100, R, False, 0, 0),
     "ReserveConnectorZeroSupported": (BOOL, True, R, False, 0, 0),
+    "ChargeProfileMaxStackLevel": (INT, 8, R, False, 0, 0),
+    "ChargingScheduleAllowedChargingRateUnit": (CSL, "Current,Power", R, False, 0, None),
+    "ChargingScheduleMaxPeriods": (INT, 24, R, False, 0, 0),
+    "MaxChargingProfilesInstalled": (INT, 16, R, False, 0, 0),
     "AuthorizationKey": (STR, "", W, True, 16, 40),
 }
 
