@@ -16,6 +16,7 @@ from firmware.station import Station
 from firmware.bench import Bench, BenchError, check_args
 
 WDT_MS = 5000  # the simulated hardware watchdog's timeout
+BUNDLE_MAGIC = b"CHARGER-FW"  # what a firmware bundle file starts with
 
 
 class SimWdt:
@@ -85,8 +86,22 @@ class UnixBoard:
         cp_id = cfg["id"]
         opts = {"url": cfg["csms_url"].rstrip("/") + "/" + cp_id, "id": cp_id,
                 "basic": (cp_id, cfg["auth_key"]) if cfg["auth_key"] else None,
-                "serial": "SIM-" + cp_id}
+                "serial": "SIM-" + cp_id, "installer": self.install}
         OcppClient(self.station, opts, connect)
+
+    async def install(self, path):
+        # The hand-over point for firmware images (UpdateFirmware). Until
+        # signed bundles and A/B slots exist, this board only checks that the
+        # file is a firmware bundle at all. Returns None when taken, else why not.
+        try:
+            with open(path, "rb") as f:
+                head = f.read(len(BUNDLE_MAGIC))
+        except OSError as e:
+            return "cannot read the image: %r" % e
+        if head != BUNDLE_MAGIC:
+            return "not a firmware bundle (bad header)"
+        self.log.warn("board", "firmware image accepted; rebooting into it")
+        return None
 
     def status(self):
         s = self.station.status()

@@ -14,6 +14,7 @@ from firmware.ocpp.keys import Keys
 from firmware.ocpp.auth import AuthCache, LocalList
 from firmware.ocpp.reserve import Reservations
 from firmware.ocpp.smart import Profiles
+from firmware.ocpp.fwmgmt import FirmwareManagement
 from firmware.ocpp import timefmt
 from firmware.ocpp import handlers as core_handlers
 from firmware.net.backoff import Backoff
@@ -45,6 +46,7 @@ class OcppClient:
         self.reservations = Reservations(self.store, self.log)
         self.profiles = Profiles(self.store, self.log, station.cfg["voltage_v"])
         self.pending_profiles = {}  # connector id -> TxProfile from RemoteStartTransaction
+        self.fw = FirmwareManagement(self, opts.get("installer"))
         self.tx_reservation = {}  # connector id -> reservationId for the next StartTransaction
         self.state = "offline"  # offline, connecting, booting, pending, rejected, accepted
         self.registered = False
@@ -231,8 +233,18 @@ class OcppClient:
             self.log.warn("ocpp", "%s failed: %r" % (action, e))
             return None
 
+    async def flush_now(self, limit_ms=5000):
+        # Let the session loop (the only sender) drain the queue, if we are
+        # connected: used before a reboot.
+        waited = 0
+        while self.registered and len(self.queue) and waited < limit_ms:
+            self.wake.set()
+            await self.clock.sleep_ms(100)
+            waited += 100
+
     async def run(self):
         self.recover_after_boot()
+        self.fw.after_boot()
         backoff = Backoff(base_ms=1000, cap_ms=120000, rng=Rng(self.clock.ticks_ms() + 7))
         while not self.stopped:
             self.state = "connecting"
@@ -465,7 +477,7 @@ class OcppClient:
                     break
                 await self.clock.sleep_ms(100)
         self._process_events()
-        await self._flush_queue()
+        await self._flush_queue()  # we are the session loop here: the only sender
         self.log.warn("ocpp", "%s reset" % kind.lower())
         reboot = self.station.reboot
         if reboot:

@@ -138,9 +138,9 @@ def install(cl):
                         mv["transactionId"] = tx
                     asyncio.create_task(cl._try("MeterValues", mv))
         elif what == "DiagnosticsStatusNotification":
-            asyncio.create_task(cl._try("DiagnosticsStatusNotification", {"status": "Idle"}))
+            asyncio.create_task(cl._try("DiagnosticsStatusNotification", {"status": cl.fw.diag_status}))
         elif what == "FirmwareStatusNotification":
-            asyncio.create_task(cl._try("FirmwareStatusNotification", {"status": "Idle"}))
+            asyncio.create_task(cl._try("FirmwareStatusNotification", {"status": cl.fw.fw_status}))
         else:
             return {"status": "NotImplemented"}
         cl.wake.set()
@@ -224,6 +224,18 @@ def install(cl):
                 "chargingSchedule": {"duration": p["duration"], "startSchedule": timefmt.format(t0),
                                      "chargingRateUnit": unit, "chargingSchedulePeriod": periods}}
 
+    async def update_firmware(p):
+        cl.fw.update(p)
+        return {}
+
+    async def get_diagnostics(p):
+        if not (p["location"].startswith("http://") or p["location"].startswith("https://")):
+            cl.log.warn("ocpp", "diagnostics location %s: only http(s) uploads" % p["location"][:60])
+            # Still answered with a file name: the upload will fail and say so.
+        return {"fileName": cl.fw.diagnostics(p)}
+
+    h["UpdateFirmware"] = update_firmware
+    h["GetDiagnostics"] = get_diagnostics
     h["SetChargingProfile"] = set_profile
     h["ClearChargingProfile"] = clear_profile
     h["GetCompositeSchedule"] = composite
