@@ -40,6 +40,8 @@ class Station:
         self.watchdog.watch(self.control)
         self.watchdog.on_stall = self.safe
         hw.on_change = self.control.wake
+        for c in self.connectors:
+            c.wake = self.control.wake
         self._tasks = []
         self.ocpp = None  # the OCPP client, when one is attached (firmware/ocpp/client.py)
         self.reboot = None  # the board's reboot, for OCPP Reset

@@ -82,14 +82,22 @@ class Connector:
         hw.lock(idx, False)
         self.prev_state = cp.A
         self.vend_pending = False  # free vend: authorize this plug-in as soon as we may
+        # Set from above (OCPP StopTransactionOnEVSideDisconnect and
+        # UnlockConnectorOnEVSideDisconnect): whether unplugging at the EV ends
+        # the session, and whether the plug is released then.
+        self.stop_on_ev_disconnect = True
+        self.unlock_on_ev_disconnect = True
+        self.hold_lock = False  # kept locked after an EV-side disconnect until unlock()
         self.finishing = False  # a session ended and the EV is still plugged in
         self.listeners = []  # fn(connector, event, detail), for the layer above
+        self.wake = None  # the control loop's wake-up: a command acts in this tick, not the next
         # Boot counts as a coil-off command: contacts still closed AUX_MS after
         # it are welded, by the same check as after every opening.
         self.contactor.cmd_at = clock.ticks_ms()
 
     # --- commands from above -------------------------------------------------
     def authorize(self, id_tag="FREEVEND"):
+        self._woke()
         if self.faults.blocking() or not self.available:
             return False
         if self.session is None:
@@ -102,8 +110,14 @@ class Connector:
             # else identification first: the session starts when the EV plugs in
         return True
 
+    def unlock(self):
+        # Release a lock held after an EV-side disconnect (OCPP UnlockConnector).
+        self._woke()
+        self.hold_lock = False
+
     def cancel_authorization(self):
         # An identification that no EV followed (OCPP ConnectionTimeOut).
+        self._woke()
         if self.session is None and self.authorized:
             self.authorized = False
             self.id_tag = None
@@ -113,6 +127,7 @@ class Connector:
 
     def stop(self, reason="Local"):
         # EVSE-initiated stop: PWM off, the EV stops, open (forced at stop_force_ms).
+        self._woke()
         self.vend_pending = False
         if self.session is not None or self.authorized:
             self.stop_req = reason
@@ -122,9 +137,11 @@ class Connector:
         return False
 
     def set_limit(self, source, ma):
+        self._woke()
         self.limits[LIMITS.index(source)] = ma
 
     def set_available(self, on):
+        self._woke()
         self.available = on
         if not on:
             self.stop("Other")
@@ -141,6 +158,10 @@ class Connector:
                 self.faults.clear(c, "service command")
                 done.append(c)
         return done
+
+    def _woke(self):
+        if self.wake:
+            self.wake()
 
     # --- the control tick ----------------------------------------------------
     def _start_session(self, now):
@@ -270,8 +291,8 @@ class Connector:
             # plug locked); released UNLOCK_FAULT_MS into a fault.
             live = c.cmd or hw.aux[i]
             # E, F or an invalid level is still a plug in the socket: only A unlocks at once.
-            want_lock = st != cp.A and not f.has("lock") and (live or (
-                self.session is not None and (since is None or tdiff(now, since) < UNLOCK_FAULT_MS)))
+            want_lock = self.hold_lock or (st != cp.A and not f.has("lock") and (live or (
+                self.session is not None and (since is None or tdiff(now, since) < UNLOCK_FAULT_MS))))
             if want_lock != self.lock_cmd:
                 self.lock_cmd = want_lock
                 self.lock_at = now
@@ -324,13 +345,17 @@ class Connector:
             if self.rcd_trips:
                 self.hw.rcd_reset(self.idx)
                 self.rcd_trips = 0
+            self.vend_pending = False
+            self.finishing = False
+            if self.session is not None and not self.stop_on_ev_disconnect and self.stop_req is None:
+                self.log.info(self.src, "EV disconnected; the session goes on (StopTransactionOnEVSideDisconnect off)")
+                return
             if self.session is not None:
                 self._end_session("EVDisconnected")
+                self.hold_lock = self.socket and not self.unlock_on_ev_disconnect
             self.authorized = False
             self.stop_req = None
             self.id_tag = None
-            self.vend_pending = False
-            self.finishing = False
         elif old == cp.A and cp.B <= st <= cp.D:
             pp = cable_ma(self.hw.pp_ohm[self.idx])
             if self.cfg["cable_a"]:
@@ -338,7 +363,9 @@ class Connector:
             if pp == 0:
                 self.faults.raise_("cable", "cable PP %d ohm outside 60..4500 ohm" % self.hw.pp_ohm[self.idx], now)
             self.set_limit("cable", pp)
-            if self.authorized and self.session is None:
+            if self.session is not None:
+                pass  # back to a session kept over an EV-side disconnect
+            elif self.authorized:
                 self._start_session(now)  # identified before plugging in
             else:
                 self.vend_pending = self.cfg["free_vend"]
@@ -374,7 +401,9 @@ class Connector:
         if not self.available:
             return "Unavailable"
         if st == cp.A:
-            return "Available"
+            if self.session is not None:
+                return "SuspendedEV"  # kept over an EV-side disconnect
+            return "Preparing" if self.authorized else "Available"
         if self.contactor.cmd:
             return "Charging" if self.out != DC_HIGH else "SuspendedEVSE"
         if self.session is None:

@@ -47,6 +47,7 @@ class OcppClient:
         self.profiles = Profiles(self.store, self.log, station.cfg["voltage_v"])
         self.pending_profiles = {}  # connector id -> TxProfile from RemoteStartTransaction
         self.fw = FirmwareManagement(self, opts.get("installer"))
+        self.apply_keys()
         self.tx_reservation = {}  # connector id -> reservationId for the next StartTransaction
         self.state = "offline"  # offline, connecting, booting, pending, rejected, accepted
         self.registered = False
@@ -63,6 +64,7 @@ class OcppClient:
         self.pending_reset = None
         self.stopped = False  # set by the station when it stops (reboot): the task ends
         self.time_synced = False
+        self.stop_tags = {}  # connector id -> idTag that stopped its session
         self.scheduled_unavailable = set()
         self._restore_txs()
         avail = self.store.read("ocpp_availability.json", {})
@@ -126,8 +128,9 @@ class OcppClient:
         stop_wh = meter_wh if meter_wh is not None else s["start_wh"] + s.get("wh", 0)
         payload = {"transactionId": self.queue.remote_id(tx) or tx, "meterStop": stop_wh,
                    "timestamp": timefmt.format(wall), "reason": reason}
-        if reason in ("Local", "EVDisconnected") and s.get("id_tag"):
-            payload["idTag"] = s["id_tag"]
+        stopper = self.stop_tags.pop(cid, None)  # the card that ended it, if one did
+        if stopper or (reason == "EVDisconnected" and s.get("id_tag")):
+            payload["idTag"] = stopper or s["id_tag"]
         data = self._stop_data(cid, stop_wh, wall)
         if data:
             payload["transactionData"] = data
@@ -280,6 +283,11 @@ class OcppClient:
             if not self.stopped:
                 await self.clock.sleep_ms(backoff.next_ms())
 
+    def apply_keys(self):
+        for c in self.station.connectors:
+            c.stop_on_ev_disconnect = self.keys.get("StopTransactionOnEVSideDisconnect")
+            c.unlock_on_ev_disconnect = self.keys.get("UnlockConnectorOnEVSideDisconnect")
+
     def apply_profiles(self):
         # The charging profiles' limit for each connector, now. Also offline:
         # a schedule keeps running without the CSMS.
@@ -382,6 +390,8 @@ class OcppClient:
         self.wake.set()
 
     async def _report_status(self):
+        if self.clock.ticks_ms() - self.station.booted_at < 200:
+            return  # the pilots are not filtered yet: no status from before we looked
         c0 = "Unavailable" if all(not c.available for c in self.station.connectors) else "Available"
         items = [(0, c0, "NoError")] + [(c.id, self.status_of(c), c.faults.ocpp_error())
                                         for c in self.station.connectors]
@@ -521,9 +531,13 @@ class OcppClient:
         if c.session is not None:
             t = self.txs.get(cid)
             same = c.session["id_tag"] == tag
-            if not same and t is not None and await self.authorize(tag) == "Accepted":
-                same = self._same_parent(tag, t["tag"])  # another card of the same group
+            # Another card may stop the session only if it shares the session
+            # card's parentIdTag: ask about it only when that group is known.
+            if not same and t is not None and (self.local.parent(t["tag"]) or self.auth.parent(t["tag"])):
+                if await self.authorize(tag) == "Accepted":
+                    same = self._same_parent(tag, t["tag"])
             if same:
+                self.stop_tags[cid] = tag
                 c.stop("Local")
                 return "stopping"
             return "busy"

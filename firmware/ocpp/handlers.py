@@ -59,8 +59,9 @@ def install(cl):
 
     async def change_configuration(p):
         status = cl.keys.change(p["key"], p["value"])
-        if p["key"] == "AuthorizationCacheEnabled" and status == "Accepted":
+        if status == "Accepted":
             cl.auth.enabled = cl.keys.get("AuthorizationCacheEnabled")
+            cl.apply_keys()
         return {"status": status}
 
     async def get_configuration(p):
@@ -101,9 +102,11 @@ def install(cl):
         if c.session is not None:
             c.stop("UnlockCommand")
             cl.wake.set()
-        # The lock opens once the session has ended and the contacts are open.
+        c.unlock()
+        # The lock opens once the session has ended and the contacts are open,
+        # and its feedback must say so.
         for _ in range(80):
-            if not c.lock_cmd:
+            if not c.lock_cmd and not c.hw.locked[c.idx]:
                 break
             await cl.clock.sleep_ms(100)
         return {"status": "UnlockFailed" if c.lock_cmd or c.hw.locked[c.idx] else "Unlocked"}

@@ -21,6 +21,7 @@ CALL = 2
 RESULT = 3
 ERROR = 4
 MAX_ID = 36
+MAX_HANDLERS = 4
 
 
 class CallError(Exception):
@@ -57,6 +58,7 @@ class Rpc:
         self._reply = None
         self._reply_ev = asyncio.Event()
         self._prefix = hexlify(os.urandom(4)).decode()
+        self._handling = 0  # CALL handlers running in their own tasks
         self._seq = 0
 
     # --- the connection ------------------------------------------------------
@@ -162,6 +164,13 @@ class Rpc:
             if self.quiet:
                 self.log.warn("ocpp", "boot rejected: CALL %s not answered" % uid)
                 return
+            if self._handling < MAX_HANDLERS:
+                # Its own task, so the reader goes on reading (our CALL's answer
+                # may be next) while a handler waits; bounded, so a CSMS that
+                # floods us is slowed to our pace instead of filling the heap.
+                self._handling += 1
+                asyncio.create_task(self._handle_call(uid, msg))
+                return
             return await self._on_call(uid, msg)
         if uid != self._pending:
             self.log.warn("ocpp", "answer to unknown id %s ignored" % uid)
@@ -176,6 +185,14 @@ class Rpc:
             desc = msg[3] if len(msg) > 3 and isinstance(msg[3], str) else ""
             self._reply = (ERROR, (code, desc, msg[4] if len(msg) > 4 else None))
         self._reply_ev.set()
+
+    async def _handle_call(self, uid, msg):
+        try:
+            await self._on_call(uid, msg)
+        except Exception as e:  # the link went while answering
+            self.log.info("ocpp", "answer to %s not sent: %r" % (uid, e))
+        finally:
+            self._handling -= 1
 
     async def _error(self, uid, code, desc):
         self.errors_sent += 1

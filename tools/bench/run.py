@@ -17,7 +17,11 @@ Prints figures, not pass/fail:
 The TLS server's certificate is self-signed RSA 2048, made with the
 `cryptography` package if importable, else with `openssl req`.
 
-  .venv/bin/python tools/bench/run.py [--only lateness,sim24h,heap] [--seconds S]
+  4. OCPP: CALL round trips per second to the dev CSMS, live heap during a
+     session with MeterValues every second, and control-loop lateness while
+     the CSMS floods the charger with CALLs (tools/bench/mp_ocpp.py).
+
+  .venv/bin/python tools/bench/run.py [--only lateness,sim24h,heap,ocpp] [--seconds S]
 """
 import argparse
 import json
@@ -514,6 +518,57 @@ def bench_heap(lo, hi, gran):
         shutil.rmtree(d, ignore_errors=True)
 
 
+def bench_ocpp(seconds):
+    """OCPP figures against the dev CSMS (tools/csms) on localhost."""
+    sys.path.insert(0, ROOT)
+    from tools.csms import CsmsServer
+    d = tempfile.mkdtemp(prefix="bench-ocpp-")
+    csms = CsmsServer(port=0, http_port=None, data_dir=os.path.join(d, "csms"), ping_interval=None).start()
+    url = "ws://127.0.0.1:%d" % csms.port
+    mp = os.path.join(HERE, "mp_ocpp.py")
+
+    def run(phase, extra=()):
+        p = subprocess.Popen([micropython(), mp, "--dir", os.path.join(d, phase), "--url", url, "--phase", phase,
+                              "--seconds", str(seconds)] + list(extra), stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        return p
+
+    def result(p):
+        out, _ = p.communicate(timeout=300)
+        line = [x for x in out.splitlines() if x.startswith("RESULT ")]
+        if not line:
+            raise RuntimeError("mp_ocpp: no result:\n" + out[-2000:])
+        return json.loads(line[-1][7:])
+
+    try:
+        r = result(run("rate"))
+        say("\nOCPP CALL round trips (Heartbeat) to the dev CSMS: %d in %d ms = %.0f/s" % (r["calls"], r["ms"], r["per_s"]))
+        summary("ocpp CALL round trips", "%.0f/s  (%d Heartbeats to the dev CSMS on localhost)" % (r["per_s"], r["calls"]))
+        r = result(run("heap"))
+        say("OCPP session with MeterValues every second for %.0f s: live heap %d B before, %d B peak; %d calls"
+            % (seconds, r["live_before"], r["live_peak"], r["sent"]))
+        summary("ocpp heap, MeterValues 1/s", "%d B live peak (%d B before the session; gc.mem_alloc after collect)"
+                % (r["live_peak"], r["live_before"]))
+        p = run("flood")
+        for line in p.stdout:
+            if line.startswith("READY"):
+                break
+        frames = ['[2,"f%d","GetConfiguration",{"key":["HeartbeatInterval"]}]' % i for i in range(200)]
+        sent = 0
+        t_end = time.monotonic() + seconds - 1
+        while time.monotonic() < t_end:
+            csms.send_raw_sync("BENCH1", frames)
+            sent += len(frames)
+        r = result(p)
+        la = r["late"]
+        say("control-loop lateness while the CSMS floods %d CALLs: p50 %d / p99 %d / max %d ms (%d runs); still charging: %s"
+            % (sent, la["p50"], la["p99"], la["max"], la["n"], r["charging"]))
+        summary("lateness during CALL flood", "%d / %d / %d ms p50/p99/max  (%d CALLs in %.0f s, charging: %s)"
+                % (la["p50"], la["p99"], la["max"], sent, seconds, r["charging"]))
+    finally:
+        csms.stop()
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def guarded(label, fn, *args):
     # One part failing (a firmware change, a missing tool) must not hide the others.
     try:
@@ -526,7 +581,7 @@ def guarded(label, fn, *args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="lateness,sim24h,heap")
+    ap.add_argument("--only", default="lateness,sim24h,heap,ocpp")
     ap.add_argument("--seconds", type=float, default=8, help="seconds per lateness phase")
     ap.add_argument("--heap-lo", type=int, default=16 * 1024)
     ap.add_argument("--heap-hi", type=int, default=2 * 1024 * 1024)
@@ -557,6 +612,8 @@ def main():
             srv.__exit__(None, None, None)
     if "heap" in parts:
         guarded("heap", bench_heap, a.heap_lo, a.heap_hi, a.heap_gran)
+    if "ocpp" in parts:
+        guarded("ocpp", bench_ocpp, a.seconds)
     say("\n== summary (%.0f s; host load average %.2f at start, %.2f at end, %d CPUs) ==" % (
         time.monotonic() - t0, load0, os.getloadavg()[0], os.cpu_count() or 0))
     w = max(len(k) for k, _ in SUMMARY) if SUMMARY else 0
