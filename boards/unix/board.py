@@ -84,8 +84,15 @@ class UnixBoard:
         from firmware.ocpp.client import OcppClient
         from firmware.net.ws import connect
         cp_id = cfg["id"]
+        ca = None
+        if cfg["csms_ca"]:
+            try:
+                with open(cfg["csms_ca"], "rb") as f:
+                    ca = f.read()
+            except OSError as e:
+                self.log.error("config", "csms_ca: cannot read %s: %s; wss:// will be refused" % (cfg["csms_ca"], e))
         opts = {"url": cfg["csms_url"].rstrip("/") + "/" + cp_id, "id": cp_id,
-                "basic": (cp_id, cfg["auth_key"]) if cfg["auth_key"] else None,
+                "basic": (cp_id, cfg["auth_key"]) if cfg["auth_key"] else None, "ca": ca,
                 "serial": "SIM-" + cp_id, "installer": self.install}
         OcppClient(self.station, opts, connect)
 

@@ -27,6 +27,7 @@ SCHEMA = {
     "log_level": ("int", 20, 10, 40, "log level (10 debug .. 40 error)"),
     "csms_url": ("str", "", 0, 512, "OCPP 1.6J CSMS URL ws://host:port/path (the id is appended); empty = free vend"),
     "auth_key": ("str", "", 0, 40, "HTTP Basic password toward the CSMS (security profile 1/2)"),
+    "csms_ca": ("str", "", 0, 200, "CA certificate file (PEM or DER) that signs the CSMS's, for wss://"),
 }
 
 # What a present but bad value falls back to, where the default is not the

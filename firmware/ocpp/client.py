@@ -18,7 +18,7 @@ from firmware.ocpp.fwmgmt import FirmwareManagement
 from firmware.ocpp import timefmt
 from firmware.ocpp import handlers as core_handlers
 from firmware.net.backoff import Backoff
-from firmware.net.ws import WsError
+from firmware.net.ws import WsError, keepalive
 from firmware.sim.rng import Rng
 
 BOOT_RETRY_S = 30  # when the CSMS gives no usable interval
@@ -266,6 +266,11 @@ class OcppClient:
             self.log.info("ocpp", "connected to %s" % self.opts["url"])
             self.rpc.attach(ws)  # before the reader runs: boot may call at once
             reader = asyncio.create_task(self.rpc.run(ws))
+            ping = self.keys.get("WebSocketPingInterval") * 1000
+            # A dead link is found by pings in real time; with a simulated clock
+            # pongs travel in real time while simulated time jumps, so there
+            # the CSMS's own pings and our call timeouts do that job.
+            pinger = asyncio.create_task(keepalive(ws, ping)) if ping and not self.clock.simulated else None
             try:
                 await self._session(reader)
             except (CallError, RpcTimeout, NotConnected, WsError, OSError) as e:
@@ -276,6 +281,8 @@ class OcppClient:
                 self.state = "offline"
                 self.registered = False
                 reader.cancel()
+                if pinger:
+                    pinger.cancel()
                 try:
                     await ws.close()
                 except Exception:
