@@ -88,6 +88,7 @@ class Connector:
         self.stop_on_ev_disconnect = True
         self.unlock_on_ev_disconnect = True
         self.hold_lock = False  # kept locked after an EV-side disconnect until unlock()
+        self.suspended = False  # suspend(): the session goes on without energy
         self.finishing = False  # a session ended and the EV is still plugged in
         self.listeners = []  # fn(connector, event, detail), for the layer above
         self.wake = None  # the control loop's wake-up: a command acts in this tick, not the next
@@ -109,6 +110,14 @@ class Connector:
                 self._start_session(self.clock.ticks_ms())
             # else identification first: the session starts when the EV plugs in
         return True
+
+    def suspend(self, on):
+        # Energy off (PWM off, SuspendedEVSE) while the session goes on: an
+        # idTag found invalid with StopTransactionOnInvalidId off.
+        self._woke()
+        self.suspended = on
+        if on:
+            self.log.warn(self.src, "energy delivery suspended")
 
     def unlock(self):
         # Release a lock held after an EV-side disconnect (OCPP UnlockConnector).
@@ -178,6 +187,7 @@ class Connector:
         s["wh"] = self.energy.wh - s["start_wh"]
         self.last_session = s
         self.session = None
+        self.suspended = False
         self.finishing = reason != "EVDisconnected"
         self.authorized = False
         self.log.info(self.src, "session ended: %s, %d Wh" % (reason, s["wh"]))
@@ -262,7 +272,7 @@ class Connector:
             self.vend_pending = False
             self.authorize("FREEVEND")
         plugged = cp.B <= st <= cp.D
-        want_pwm = (not blocking and self.available and plugged and self.authorized
+        want_pwm = (not blocking and self.available and plugged and self.authorized and not self.suspended
                     and self.stop_req is None and offered >= 6000)
         self.offered_ma = offered if want_pwm else 0
         if f.holding_f(now):

@@ -39,6 +39,7 @@ class OcppClient:
         self.keys = Keys(self.store, n, self.log)
         self.rpc = Rpc(self.clock, self.log)
         self.rpc.on_invalid = self._invalid
+        self.rpc.on_detach = self._link_lost
         self.queue = TxQueue(self.store, self.log)
         self.auth = AuthCache(self.store, self.log)
         self.auth.enabled = self.keys.get("AuthorizationCacheEnabled")
@@ -54,7 +55,8 @@ class OcppClient:
         self.boot_interval = 0
         self.reported = {}  # connector id -> (status, errorCode) last sent
         self.events = []  # connector events noted by the control loop, handled here
-        self.wake = asyncio.Event()
+        self.wake = asyncio.Event()  # the sender: something to send
+        self.book_ev = asyncio.Event()  # the bookkeeper: a connector event to persist
         self.last_heartbeat = None
         self.next_sample = {}
         self.next_aligned = None
@@ -80,6 +82,7 @@ class OcppClient:
     # --- from the control loop: note only, no I/O ---------------------------
     def _on_connector_event(self, conn, event, detail):
         self.events.append((conn.id, event, detail, self.clock.wall()))
+        self.book_ev.set()
         self.wake.set()
 
     # --- transactions ----------------------------------------------------------
@@ -229,6 +232,10 @@ class OcppClient:
         if count % 10 == 0:
             self.log.error("ocpp", "%d frames from the CSMS could not be answered (%s)" % (count, why))
 
+    def _link_lost(self):
+        self.registered = False  # decide offline from now on, not at the next send
+        self.wake.set()
+
     async def _try(self, action, payload):
         try:
             return await self.rpc.call(action, payload)
@@ -248,6 +255,13 @@ class OcppClient:
     async def run(self):
         self.recover_after_boot()
         self.fw.after_boot()
+        book = asyncio.create_task(self._bookkeeping())
+        try:
+            await self._connect_loop()
+        finally:
+            book.cancel()
+
+    async def _connect_loop(self):
         backoff = Backoff(base_ms=1000, cap_ms=120000, rng=Rng(self.clock.ticks_ms() + 7))
         while not self.stopped:
             self.state = "connecting"
@@ -257,7 +271,6 @@ class OcppClient:
                 self.state = "offline"
                 ms = backoff.next_ms()
                 self.log.warn("ocpp", "connect failed (%s); retry in %d ms" % (e, ms))
-                self._offline_work()
                 await self.clock.sleep_ms(ms)
                 continue
             backoff.reset()
@@ -308,12 +321,27 @@ class OcppClient:
                 self.log.info("ocpp", "connector %d: charging profile limit %s" % (
                     c.id, "none" if lim is None else "%d mA" % lim))
 
-    def _offline_work(self):
-        # Offline the transaction bookkeeping goes on: events are queued.
-        self.apply_profiles()
-        self.reservations.expire(self.clock.wall())
-        self._process_events()
-        self._meter_values(self.clock.ticks_ms())
+    async def _bookkeeping(self):
+        # Whatever the link does (connecting, backing off, waiting on a CSMS
+        # that is slow to answer), connector events are written to the queue
+        # at once and meter values are sampled on time: a power cut can then
+        # only lose what happened in the last moment, never a session.
+        while not self.stopped:
+            n = len(self.queue)
+            self.reservations.expire(self.clock.wall())
+            self._process_events()
+            self._meter_values(self.clock.ticks_ms())
+            self.apply_profiles()
+            if len(self.queue) != n:
+                self.wake.set()
+            self.book_ev.clear()
+            t = asyncio.create_task(self._set_after(self.book_ev, LOOP_MS))
+            await self.book_ev.wait()
+            t.cancel()
+
+    async def _set_after(self, ev, ms):
+        await self.clock.sleep_ms(ms)
+        ev.set()
 
     async def _boot(self, reader):
         o = self.opts
@@ -347,7 +375,6 @@ class OcppClient:
         while self.clock.ticks_ms() < end:
             if reader is not None and reader.done():
                 raise NotConnected("connection lost")
-            self._offline_work()
             await self.clock.sleep_ms(min(LOOP_MS, end - self.clock.ticks_ms()))
 
     def _sync_clock(self, stamp):
@@ -368,23 +395,25 @@ class OcppClient:
         self.reported = {}
         self.last_heartbeat = self.clock.ticks_ms()
         while not self.stopped:
-            self.reservations.expire(self.clock.wall())
-            self._process_events()
-            self.apply_profiles()
+            self._process_events()  # usually done already by the bookkeeper
             now = self.clock.ticks_ms()
-            self._meter_values(now)
             await self._flush_queue()  # transaction messages before the statuses they explain
             await self._report_status()
             hb = self.keys.get("HeartbeatInterval") * 1000
             if hb and now - self.last_heartbeat >= hb:
-                r = await self.rpc.call("Heartbeat", {})
-                self._sync_clock(r.get("currentTime"))
+                try:
+                    r = await self.rpc.call("Heartbeat", {})
+                    self._sync_clock(r.get("currentTime"))
+                except CallError as e:  # a bad answer is the CSMS's problem, not a reason to reconnect
+                    self.log.warn("ocpp", "Heartbeat answer refused: %s" % e.code)
                 self.last_heartbeat = now
             if self.pending_reset:
                 await self._do_reset()
             self.wake.clear()
-            if not self.events:
+            if not self.events and not len(self.queue):
                 await self._wait(LOOP_MS)
+            if reader.done():
+                raise NotConnected("connection lost")
 
     async def _wait(self, ms):
         # Sleep up to ms on the charger's clock, or until woken.
@@ -404,9 +433,12 @@ class OcppClient:
                                         for c in self.station.connectors]
         for cid, status, err in items:
             if self.reported.get(cid) != (status, err):
-                await self.rpc.call("StatusNotification", {"connectorId": cid, "status": status,
-                                                           "errorCode": err,
-                                                           "timestamp": timefmt.format(self.clock.wall())})
+                try:
+                    await self.rpc.call("StatusNotification", {"connectorId": cid, "status": status,
+                                                               "errorCode": err,
+                                                               "timestamp": timefmt.format(self.clock.wall())})
+                except CallError as e:
+                    self.log.warn("ocpp", "StatusNotification refused: %s" % e.code)
                 self.reported[cid] = (status, err)
 
     def status_of(self, c):
@@ -471,11 +503,14 @@ class OcppClient:
                         it[1]["tx"] = r["transactionId"]
                 info = r.get("idTagInfo", {})
                 self.auth.remember(payload["idTag"], info)
-                if info.get("status") != "Accepted" and self.keys.get("StopTransactionOnInvalidId"):
+                if info.get("status") != "Accepted":
                     cid = payload["connectorId"]
                     c = self.station.connectors[cid - 1]
                     if c.session is not None and self.txs.get(cid, {}).get("tx") == tx:
-                        c.stop("DeAuthorized")
+                        if self.keys.get("StopTransactionOnInvalidId"):
+                            c.stop("DeAuthorized")
+                        else:
+                            c.suspend(True)  # the transaction goes on, the energy does not
             elif action == "StopTransaction" and r.get("idTagInfo") and payload.get("idTag"):
                 self.auth.remember(payload["idTag"], r["idTagInfo"])
             q.pop(seq)
@@ -517,19 +552,20 @@ class OcppClient:
         # and the tag is known good); offline or failing: the local list and
         # cache (LocalAuthorizeOffline) or AllowOfflineTxForUnknownId.
         known = self.local_status(tag)
-        if self.registered and not (self.keys.get("LocalPreAuthorize") and known == "Accepted"):
+        online = self.registered and self.rpc.ws is not None
+        if online and not (self.keys.get("LocalPreAuthorize") and known == "Accepted"):
             try:
                 r = await self.rpc.call("Authorize", {"idTag": tag})
                 info = r["idTagInfo"]
                 self.auth.remember(tag, info)
                 return info.get("status", "Invalid")
             except (RpcTimeout, NotConnected):
-                pass
+                online = False  # the CSMS did not answer: decide as offline
             except CallError:
                 return "Invalid"
-        if known == "Accepted" and (self.registered or self.keys.get("LocalAuthorizeOffline")):
-            return "Accepted"
-        if known is None and not self.registered and self.keys.get("AllowOfflineTxForUnknownId"):
+        if known == "Accepted":
+            return "Accepted" if online or self.keys.get("LocalAuthorizeOffline") else "Invalid"
+        if known is None and not online and self.keys.get("AllowOfflineTxForUnknownId"):
             return "Accepted"
         return known or "Invalid"
 

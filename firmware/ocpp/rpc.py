@@ -21,7 +21,7 @@ CALL = 2
 RESULT = 3
 ERROR = 4
 MAX_ID = 36
-MAX_HANDLERS = 4
+MAX_BACKLOG = 4
 
 
 class CallError(Exception):
@@ -49,6 +49,7 @@ class Rpc:
         self.ws = None
         self.on_invalid = None  # fn(count, why), for the security log
         self.on_message = None  # fn(direction, text), for traces and tests
+        self.on_detach = None  # fn(), when the link is gone
         self.quiet = False  # boot Rejected: the CSMS's CALLs get no answer
         self.invalid = 0  # frames we could not answer
         self.errors_sent = 0
@@ -58,7 +59,9 @@ class Rpc:
         self._reply = None
         self._reply_ev = asyncio.Event()
         self._prefix = hexlify(os.urandom(4)).decode()
-        self._handling = 0  # CALL handlers running in their own tasks
+        self._calls = []  # CALLs from the CSMS waiting for their answer, oldest first
+        self._room = asyncio.Event()
+        self._worker = None
         self._seq = 0
 
     # --- the connection ------------------------------------------------------
@@ -67,6 +70,8 @@ class Rpc:
 
     def detach(self):
         self.ws = None
+        if self.on_detach:
+            self.on_detach()
         if self._pending is not None:
             self._reply = NotConnected("connection lost")
             self._reply_ev.set()
@@ -164,14 +169,17 @@ class Rpc:
             if self.quiet:
                 self.log.warn("ocpp", "boot rejected: CALL %s not answered" % uid)
                 return
-            if self._handling < MAX_HANDLERS:
-                # Its own task, so the reader goes on reading (our CALL's answer
-                # may be next) while a handler waits; bounded, so a CSMS that
-                # floods us is slowed to our pace instead of filling the heap.
-                self._handling += 1
-                asyncio.create_task(self._handle_call(uid, msg))
-                return
-            return await self._on_call(uid, msg)
+            # One worker answers CALLs in arrival order, so the reader goes on
+            # reading (our own CALL's answer may be next) while a handler
+            # waits; the backlog is bounded, so a CSMS that floods us is
+            # slowed to our pace instead of filling the heap.
+            while len(self._calls) >= MAX_BACKLOG:
+                self._room.clear()
+                await self._room.wait()
+            self._calls.append((uid, msg))
+            if self._worker is None or self._worker.done():
+                self._worker = asyncio.create_task(self._answer_calls())
+            return
         if uid != self._pending:
             self.log.warn("ocpp", "answer to unknown id %s ignored" % uid)
             return
@@ -186,13 +194,15 @@ class Rpc:
             self._reply = (ERROR, (code, desc, msg[4] if len(msg) > 4 else None))
         self._reply_ev.set()
 
-    async def _handle_call(self, uid, msg):
-        try:
-            await self._on_call(uid, msg)
-        except Exception as e:  # the link went while answering
-            self.log.info("ocpp", "answer to %s not sent: %r" % (uid, e))
-        finally:
-            self._handling -= 1
+    async def _answer_calls(self):
+        while self._calls:
+            uid, msg = self._calls[0]
+            try:
+                await self._on_call(uid, msg)
+            except Exception as e:  # the link went while answering
+                self.log.info("ocpp", "answer to %s not sent: %r" % (uid, e))
+            self._calls.pop(0)
+            self._room.set()
 
     async def _error(self, uid, code, desc):
         self.errors_sent += 1
