@@ -807,3 +807,22 @@ def test_tc_055_trigger_message_rejected(make_csms, make_fw):
     assert r == {"status": "Rejected"}
     run(fw, 3000)
     assert calls(csms, "MeterValues", mark) == []
+
+
+def test_tc_024_start_charging_session_lock_failure(make_csms, make_fw):
+    # A socket whose lock jams: remote start accepted, the EV plugs in, the
+    # lock reports failure, the connector goes Faulted with
+    # ConnectorLockFailure, and no transaction is started.
+    csms, fw = start(make_csms, make_fw)
+    fw.cmd("fault", name="lock")
+    mark = csms.mark()
+    r = csms_call(fw, csms, "RemoteStartTransaction", {"connectorId": 1, "idTag": TAG})
+    assert r == {"status": "Accepted"}
+    until(fw, lambda: statuses(csms, 1, mark)[-1:] == ["Preparing"], what="Preparing")
+    plug_in(fw)
+    until(fw, lambda: statuses(csms, 1, mark)[-1:] == ["Faulted"], what="Faulted")
+    faulted = [m for m in status_calls(csms, 1, mark) if m.payload["status"] == "Faulted"][-1]
+    assert faulted.payload["errorCode"] == "ConnectorLockFailure"
+    run(fw, 3000)
+    assert calls(csms, "StartTransaction", mark) == []
+    assert not conn(fw)["contactor"]

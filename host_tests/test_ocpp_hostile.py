@@ -81,6 +81,9 @@ def test_repeated_invalid_frames_are_reported(csms, make_fw):
     pump(fw, 100)
     assert any(e["level"] >= 40 and "could not be answered" in e["msg"] for e in fw.log()), \
         "repeated invalid frames are an error (security event InvalidMessages)"
+    pump(fw, 2000)
+    events = [m.payload for m in csms.messages(cp=CP, action="SecurityEventNotification", direction="in")]
+    assert len(events) == 3 and all(e["type"] == "InvalidMessages" for e in events), events  # one per 10
     still_serving(fw, csms)
 
 

@@ -82,7 +82,7 @@ def test_tc_049_reserve_connector_zero(online):
     assert fw.conn()["status"] == "Charging"
     assert csms.wait_for_sync("StartTransaction", cp=CP, timeout=5).payload["reservationId"] == 19
 
-def test_tc_050_1_replace_a_reservation_with_the_same_id(online):
+def test_reservation_with_the_same_id_replaces_it(online):
     csms, fw = online
     assert reserve(csms, fw, 1, "OLD", rid=20) == "Accepted"
     assert reserve(csms, fw, 1, "NEW", rid=20) == "Accepted"
@@ -92,10 +92,41 @@ def test_tc_050_1_replace_a_reservation_with_the_same_id(online):
     fw.advance(3000)
     assert fw.conn()["status"] == "Charging"
 
-def test_tc_050_2_second_reservation_on_a_reserved_connector_is_occupied(online):
+def test_second_reservation_on_a_reserved_connector_is_occupied(online):
     csms, fw = online
     assert reserve(csms, fw, 1, "A", rid=21) == "Accepted"
     assert reserve(csms, fw, 1, "B", rid=22) == "Occupied"
+
+def test_tc_050_1_reserve_the_charge_point_when_faulted(online):
+    csms, fw = online
+    fw.cmd("fault", name="weld")
+    fw.cmd("plug", amps=32)
+    fw.cmd("ev", state="C")
+    fw.cmd("token", tag="X")
+    fw.advance(2000)
+    fw.cmd("ev", state="B")
+    fw.advance(3000)
+    assert fw.conn()["status"] == "Faulted"
+    assert reserve(csms, fw, 0, "HOLDER", rid=30) == "Faulted"
+
+
+def test_tc_050_2_reserve_the_charge_point_when_occupied(online):
+    csms, fw = online
+    plug_and_tap(fw, "FIRST")
+    assert reserve(csms, fw, 0, "HOLDER", rid=31) == "Occupied"
+
+
+def test_tc_050_3_reserve_the_charge_point_when_unavailable(online):
+    csms, fw = online
+    assert csms.call_sync(CP, "ChangeAvailability", {"connectorId": 0, "type": "Inoperative"})["status"] == "Accepted"
+    fw.advance(1000)
+    assert reserve(csms, fw, 0, "HOLDER", rid=32) == "Unavailable"
+
+
+def test_tc_050_4_reserve_the_charge_point_rejected(online):
+    csms, fw = online
+    assert reserve(csms, fw, 0, "HOLDER", rid=33, seconds=-1) == "Rejected"
+
 
 def test_tc_051_cancel_reservation(online):
     csms, fw = online

@@ -175,9 +175,20 @@ class Connector:
     # --- the control tick ----------------------------------------------------
     def _start_session(self, now):
         self.session = {"start": now, "time": self.clock.wall(), "start_wh": self.energy.wh,
-                        "id_tag": self.id_tag, "reason": None}
+                        "id_tag": self.id_tag, "reason": None, "announced": False}
         self.log.info(self.src, "session started (%s)" % self.id_tag)
-        self._emit("session_start", self.session)
+        self._announce()
+
+    def _announce(self):
+        # The layer above hears of a session (OCPP StartTransaction) once it is
+        # real: for a socket, once the plug is locked. A plug that will not
+        # lock ends the session unheard (no transaction).
+        s = self.session
+        if s is not None and not s["announced"] and (not self.socket or (self.lock_cmd and self.hw.locked[self.idx])):
+            s["announced"] = True
+            s["time"] = self.clock.wall()
+            s["start_wh"] = self.energy.wh
+            self._emit("session_start", s)
 
     def _end_session(self, reason):
         s = self.session
@@ -191,7 +202,8 @@ class Connector:
         self.finishing = reason != "EVDisconnected"
         self.authorized = False
         self.log.info(self.src, "session ended: %s, %d Wh" % (reason, s["wh"]))
-        self._emit("session_end", s)
+        if s["announced"]:
+            self._emit("session_end", s)
 
     def _emit(self, event, detail):
         for fn in self.listeners:
@@ -309,6 +321,11 @@ class Connector:
                 hw.lock(i, want_lock)
                 self.log.info(self.src, "connector %s" % ("lock" if want_lock else "unlock"))
             locked = hw.locked[i] and self.lock_cmd
+            if self.session is not None and not self.session["announced"]:
+                if locked:
+                    self._announce()
+                elif f.has("lock"):
+                    self._end_session("Other")  # never announced: no transaction
         else:
             locked = True
         can_charge = st == cp.C or (st == cp.D and self.cfg["ventilation"])

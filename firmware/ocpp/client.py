@@ -229,8 +229,13 @@ class OcppClient:
 
     # --- the connection --------------------------------------------------------
     def _invalid(self, count, why):
+        # Repeated garbage from the CSMS is a security event (InvalidMessages).
         if count % 10 == 0:
             self.log.error("ocpp", "%d frames from the CSMS could not be answered (%s)" % (count, why))
+            self.queue.push("SecurityEventNotification", {
+                "type": "InvalidMessages", "timestamp": timefmt.format(self.clock.wall()),
+                "techInfo": "%d unanswerable frames, last: %s" % (count, why)})
+            self.wake.set()
 
     def _link_lost(self):
         self.registered = False  # decide offline from now on, not at the next send
