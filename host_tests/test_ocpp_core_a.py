@@ -826,3 +826,18 @@ def test_tc_024_start_charging_session_lock_failure(make_csms, make_fw):
     run(fw, 3000)
     assert calls(csms, "StartTransaction", mark) == []
     assert not conn(fw)["contactor"]
+
+
+def test_meter_values_per_phase(make_csms, make_fw):
+    # A 3-phase charger reports current and voltage per phase as well as the total.
+    csms, fw = start(make_csms, make_fw)
+    configure(fw, csms, MeterValueSampleInterval=10,
+              MeterValuesSampledData="Energy.Active.Import.Register,Current.Import,Voltage")
+    charging(fw, csms)
+    mark = csms.mark()
+    run(fw, 12000)
+    mv = calls(csms, "MeterValues", mark)[0].payload["meterValue"][0]["sampledValue"]
+    phases = sorted(v.get("phase") for v in mv if v["measurand"] == "Current.Import" and v.get("phase"))
+    assert phases == ["L1", "L2", "L3"]
+    assert sorted(v.get("phase") for v in mv if v["measurand"] == "Voltage" and v.get("phase")) == \
+        ["L1-N", "L2-N", "L3-N"]

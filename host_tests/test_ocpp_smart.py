@@ -170,3 +170,12 @@ def test_profiles_survive_reboot(online):
     fw.advance(2000)
     charging(csms, fw)
     assert offered(fw)[0] == 9000
+
+
+def test_power_limit_on_a_single_phase_charger(make_csms, make_fw):
+    # 6900 W on the one phase a 1-phase charger has: 30 A, whatever numberPhases says.
+    csms, fw = online_pair(make_csms, make_fw, sets=["phases=1"])
+    assert set_profile(csms, 0, profile(15, "ChargePointMaxProfile", [(0, 6900)], unit="W",
+                                        start=iso_in(fw, -60))) == "Accepted"
+    charging(csms, fw)
+    assert offered(fw)[0] == 30000

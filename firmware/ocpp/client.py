@@ -45,7 +45,8 @@ class OcppClient:
         self.auth.enabled = self.keys.get("AuthorizationCacheEnabled")
         self.local = LocalList(self.store, self.log, self.keys.get("LocalAuthListMaxLength"))
         self.reservations = Reservations(self.store, self.log)
-        self.profiles = Profiles(self.store, self.log, station.cfg["voltage_v"])
+        self.phases = station.cfg["phases"]
+        self.profiles = Profiles(self.store, self.log, station.cfg["voltage_v"], self.phases)
         self.pending_profiles = {}  # connector id -> TxProfile from RemoteStartTransaction
         self.fw = FirmwareManagement(self, opts.get("installer"))
         self.apply_keys()
@@ -168,14 +169,20 @@ class OcppClient:
             elif m == "Power.Active.Import":
                 out.append({"value": str(c.energy.power_w), "measurand": m, "unit": "W", "context": context})
             elif m == "Current.Import":
-                out.append({"value": "%.1f" % (c.energy.current_ma / 1000), "measurand": m, "unit": "A",
-                            "context": context})
+                a = "%.1f" % (c.energy.current_ma / 1000)
+                out.append({"value": a, "measurand": m, "unit": "A", "context": context})
+                if self.phases == 3:  # the meter reads each phase (the simulated one: balanced)
+                    for ph in ("L1", "L2", "L3"):
+                        out.append({"value": a, "measurand": m, "unit": "A", "context": context, "phase": ph})
             elif m == "Current.Offered":
                 out.append({"value": "%.1f" % (c.offered_ma / 1000), "measurand": m, "unit": "A",
                             "context": context})
             elif m == "Voltage":
-                out.append({"value": "%.1f" % (c.energy.voltage_mv / 1000), "measurand": m, "unit": "V",
-                            "context": context})
+                v = "%.1f" % (c.energy.voltage_mv / 1000)
+                out.append({"value": v, "measurand": m, "unit": "V", "context": context})
+                if self.phases == 3:
+                    for ph in ("L1-N", "L2-N", "L3-N"):
+                        out.append({"value": v, "measurand": m, "unit": "V", "context": context, "phase": ph})
             elif m == "Temperature" and self.station.temp_dc is not None:
                 out.append({"value": "%.1f" % (self.station.temp_dc / 10), "measurand": m, "unit": "Celsius",
                             "context": context})

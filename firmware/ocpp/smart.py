@@ -11,7 +11,7 @@
 # Schedules start at startSchedule (Absolute), its last daily/weekly repeat
 # (Recurring) or the transaction start (Relative). Limits in W become amps
 # per phase with the nominal voltage and the period's numberPhases (3 if not
-# given). Profiles persist across reboots; TxProfiles end with their
+# given, never more than are wired). Profiles persist across reboots; TxProfiles end with their
 # transaction.
 from firmware.ocpp import timefmt
 
@@ -22,10 +22,11 @@ DAY = 86400
 
 
 class Profiles:
-    def __init__(self, store, log, voltage_v=230, name="ocpp_profiles.json"):
+    def __init__(self, store, log, voltage_v=230, phases=3, name="ocpp_profiles.json"):
         self.store = store
         self.log = log
         self.voltage = voltage_v
+        self.phases = phases  # wired phases: what a W limit is spread over unless numberPhases says
         self.name = name
         rec = store.read(name, [])
         # [connectorId, profile dict] with startSchedule/validFrom/validTo parsed to epoch
@@ -61,7 +62,8 @@ class Profiles:
              "recur": p.get("recurrencyKind"), "from": _t(p.get("validFrom")), "to": _t(p.get("validTo")),
              "tx": tx_id if purpose == "TxProfile" else None, "unit": sch["chargingRateUnit"],
              "start": _t(sch.get("startSchedule")), "duration": sch.get("duration"),
-             "periods": [[x["startPeriod"], x["limit"], x.get("numberPhases", 3)] for x in periods]}
+             "periods": [[x["startPeriod"], x["limit"], min(self.phases, x.get("numberPhases", 3))]
+                        for x in periods]}
         # The same id, or the same purpose and stack level on the connector, is replaced.
         self.items = [i for i in self.items if not (
             i[1]["id"] == q["id"] or (i[0] == cid and i[1]["purpose"] == purpose and i[1]["stack"] == q["stack"]))]
