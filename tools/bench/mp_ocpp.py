@@ -46,6 +46,11 @@ async def charging(board):
 
 
 async def main(o):
+    # Import everything an OCPP charger runs first: what is live after this is
+    # code (in flash when frozen on a board); what comes after is data.
+    import firmware.ocpp.client, firmware.ocpp.handlers, firmware.net.ws, firmware.net.http  # noqa
+    gc.collect()
+    code = gc.mem_alloc()
     opts = {"dir": o["dir"], "time": "real", "connectors_hw": 1, "seed": 1, "repl": False, "echo_log": False,
             "set": ["csms_url=" + o["url"], "id=BENCH1"]}
     board = UnixBoard(opts)
@@ -71,7 +76,8 @@ async def main(o):
             await asyncio.sleep_ms(250)
             gc.collect()
             peak = max(peak, gc.mem_alloc())
-        out = {"live_before": base, "live_peak": peak, "sent": cl.rpc.calls, "queued": len(cl.queue)}
+        out = {"live_before": base, "live_peak": peak, "sent": cl.rpc.calls, "queued": len(cl.queue),
+               "code": code}
     else:
         await charging(board)
         board.station.control.late.reset()

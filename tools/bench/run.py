@@ -548,6 +548,8 @@ def bench_ocpp(seconds):
             % (seconds, r["live_before"], r["live_peak"], r["sent"]))
         summary("ocpp heap, MeterValues 1/s", "%d B live peak (%d B before the session; gc.mem_alloc after collect)"
                 % (r["live_peak"], r["live_before"]))
+        summary("ocpp heap: data alone", "%d B peak  (live peak minus the %d B of imported code, which is in "
+                "flash when frozen)" % (r["live_peak"] - r["code"], r["code"]))
         p = run("flood")
         for line in p.stdout:
             if line.startswith("READY"):
