@@ -43,16 +43,21 @@ def test_tc_047_reservation_expires(online):
     plug_and_tap(fw, "STRANGER")
     assert fw.conn()["status"] == "Charging"
 
-def test_tc_048_1_reserve_a_faulted_connector(online):
-    csms, fw = online
+def weld(fw):
+    """Charge once with a contactor that welds: a latched PowerSwitchFailure."""
     fw.cmd("fault", name="weld")
     fw.cmd("plug", amps=32)
     fw.cmd("ev", state="C")
     fw.cmd("token", tag="X")
     fw.advance(2000)
     fw.cmd("ev", state="B")
-    fw.advance(3000)  # welded: latched PowerSwitchFailure
+    fw.advance(3000)
     assert fw.conn()["status"] == "Faulted"
+
+
+def test_tc_048_1_reserve_a_faulted_connector(online):
+    csms, fw = online
+    weld(fw)
     assert reserve(csms, fw, 1, "HOLDER", rid=14) == "Faulted"
 
 def test_tc_048_2_reserve_an_occupied_connector(online):
@@ -99,14 +104,7 @@ def test_second_reservation_on_a_reserved_connector_is_occupied(online):
 
 def test_tc_050_1_reserve_the_charge_point_when_faulted(online):
     csms, fw = online
-    fw.cmd("fault", name="weld")
-    fw.cmd("plug", amps=32)
-    fw.cmd("ev", state="C")
-    fw.cmd("token", tag="X")
-    fw.advance(2000)
-    fw.cmd("ev", state="B")
-    fw.advance(3000)
-    assert fw.conn()["status"] == "Faulted"
+    weld(fw)
     assert reserve(csms, fw, 0, "HOLDER", rid=30) == "Faulted"
 
 

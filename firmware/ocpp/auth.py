@@ -3,7 +3,17 @@
 # charger that is offline can still let known cards charge
 # (LocalAuthorizeOffline) and match a parentIdTag when a card stops a session
 # it did not start.
+from firmware.ocpp import timefmt
+
 MAX_TAGS = 200
+
+
+def _expired(stamp, now):
+    # An idTagInfo expiryDate (RFC 3339) that lies before `now` (epoch s).
+    if now is None or not stamp:
+        return False
+    t = timefmt.parse(stamp)
+    return t is not None and now > t
 
 
 class AuthCache:
@@ -34,12 +44,7 @@ class AuthCache:
         e = self.tags.get(tag)
         if e is None:
             return None
-        if now is not None and e.get("expiry"):
-            from firmware.ocpp import timefmt
-            t = timefmt.parse(e["expiry"])
-            if t is not None and now > t:
-                return "Expired"
-        return e["status"]
+        return "Expired" if _expired(e.get("expiry"), now) else e["status"]
 
     def parent(self, tag):
         return self.tags.get(tag, {}).get("parent")
@@ -88,12 +93,7 @@ class LocalList:
         info = self.tags.get(tag)
         if info is None:
             return None
-        if now is not None and info.get("expiryDate"):
-            from firmware.ocpp import timefmt
-            t = timefmt.parse(info["expiryDate"])
-            if t is not None and now > t:
-                return "Expired"
-        return info.get("status", "Invalid")
+        return "Expired" if _expired(info.get("expiryDate"), now) else info.get("status", "Invalid")
 
     def parent(self, tag):
         return self.tags.get(tag, {}).get("parentIdTag")
