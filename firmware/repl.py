@@ -17,8 +17,11 @@ def format_status(s):
     lines = ["%s  firmware %s (slot %s)  boot #%d  up %d:%02d:%02d  time %d" % (
         s["id"], s["version"], s["slot"], s["boots"], up // 3600, up // 60 % 60, up % 60, s["time"])]
     t = s["temp_c"]
+    o = s["ocpp"]
+    if isinstance(o, dict):
+        o = "%s %s, %d queued, %d connection(s)" % (o["state"], o["url"], o["queued"], o["connections"])
     lines.append("temperature %s  derate %d%%  watchdog %s  ocpp %s" % (
-        "sensor failed" if t is None else "%.1f C" % t, s["derate_pct"], s["watchdog"], s["ocpp"]))
+        "sensor failed" if t is None else "%.1f C" % t, s["derate_pct"], s["watchdog"], o))
     for c in s["connectors"]:
         duty = c["duty_pm"]
         if duty >= 1000:

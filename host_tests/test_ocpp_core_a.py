@@ -841,3 +841,12 @@ def test_meter_values_per_phase(make_csms, make_fw):
     assert phases == ["L1", "L2", "L3"]
     assert sorted(v.get("phase") for v in mv if v["measurand"] == "Voltage" and v.get("phase")) == \
         ["L1-N", "L2-N", "L3-N"]
+
+
+def test_a_shorter_sample_interval_applies_to_the_running_transaction(make_csms, make_fw):
+    csms, fw = start(make_csms, make_fw)
+    charging(fw, csms)
+    mark = csms.mark()
+    configure(fw, csms, MeterValueSampleInterval=2)
+    run(fw, 5000)
+    assert len(calls(csms, "MeterValues", mark)) >= 2

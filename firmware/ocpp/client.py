@@ -204,7 +204,7 @@ class OcppClient:
             names = self.keys.list("MeterValuesSampledData")
             for cid, t in self.txs.items():
                 due = self.next_sample.get(cid)
-                if due is None:
+                if due is None or due - now > interval:  # new, or the interval was just shortened
                     self.next_sample[cid] = now + interval
                 elif now - due >= 0 and names:
                     self.next_sample[cid] = due + interval if now - due < interval else now + interval
