@@ -66,7 +66,8 @@ firmware.sim.hw firmware.sim.rng boards.unix.board boards.unix.control
 firmware.net.ws firmware.net.http firmware.net.backoff firmware.ocpp.rpc firmware.ocpp.validate
 firmware.ocpp.schema16 firmware.ocpp.timefmt firmware.ocpp.keys firmware.ocpp.queue firmware.ocpp.auth
 firmware.ocpp.reserve firmware.ocpp.smart firmware.ocpp.tar firmware.ocpp.fwmgmt firmware.ocpp.handlers
-firmware.ocpp.client
+firmware.ocpp.client firmware.ota firmware.ota.sha firmware.ota.der firmware.ota.rsa firmware.ota.ecdsa
+firmware.ota.verify
 """.split()
 
 CHECK = r"""

@@ -5,7 +5,7 @@
 class VerifyError(Exception):
     # reason is a short stable code (e.g. "cert_expired") callers can map to OCPP statuses.
     def __init__(self, reason, detail=None):
-        Exception.__init__(self, reason)
+        super().__init__(reason)
         self.reason = reason
         self.detail = detail
 

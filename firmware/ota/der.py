@@ -1,0 +1,389 @@
+# Minimal DER reader and X.509 certificate parser.
+# Works on offsets into one memoryview so a certificate is not copied piecewise;
+# every read is bounds-checked and any inconsistency raises VerifyError("malformed").
+import binascii
+
+from firmware.ota import VerifyError
+
+SEQUENCE = 0x30
+SET = 0x31
+INTEGER = 0x02
+BIT_STRING = 0x03
+OCTET_STRING = 0x04
+NULL = 0x05
+OID = 0x06
+BOOLEAN = 0x01
+UTC_TIME = 0x17
+GEN_TIME = 0x18
+
+OID_RSA = "1.2.840.113549.1.1.1"
+OID_RSA_SHA256 = "1.2.840.113549.1.1.11"
+OID_RSA_PSS = "1.2.840.113549.1.1.10"
+OID_MGF1 = "1.2.840.113549.1.1.8"
+OID_EC_PUBKEY = "1.2.840.10045.2.1"
+OID_P256 = "1.2.840.10045.3.1.7"
+OID_ECDSA_SHA256 = "1.2.840.10045.4.3.2"
+OID_SHA256 = "2.16.840.1.101.3.4.2.1"
+OID_CN = "2.5.4.3"
+OID_BASIC_CONSTRAINTS = "2.5.29.19"
+
+# Signature algorithm names shared with verify.py.
+ALG_RSA_PKCS1_SHA256 = "rsa-pkcs1-sha256"
+ALG_RSA_PSS_SHA256 = "rsa-pss-sha256"
+ALG_ECDSA_SHA256 = "ecdsa-sha256"
+
+
+def _bad(detail):
+    return VerifyError("malformed", detail)
+
+
+def read_tlv(buf, pos, end):
+    # Returns (tag, value_start, value_end); only single-byte tags and definite lengths (DER).
+    if pos + 2 > end:
+        raise _bad("truncated header")
+    tag = buf[pos]
+    if tag & 0x1F == 0x1F:
+        raise _bad("multi-byte tag")
+    ln = buf[pos + 1]
+    pos += 2
+    if ln & 0x80:
+        nb = ln & 0x7F
+        # 0x80 is BER indefinite length; >4 length bytes cannot fit in any sane cert.
+        if nb == 0 or nb > 4:
+            raise _bad("bad length")
+        if pos + nb > end:
+            raise _bad("truncated length")
+        ln = 0
+        for i in range(nb):
+            ln = (ln << 8) | buf[pos + i]
+        pos += nb
+    if ln > end - pos:
+        raise _bad("length overruns")
+    return tag, pos, pos + ln
+
+
+def expect(buf, pos, end, tag):
+    t, s, e = read_tlv(buf, pos, end)
+    if t != tag:
+        raise _bad("expected tag 0x%02x got 0x%02x" % (tag, t))
+    return s, e
+
+
+def children(buf, start, end):
+    # List of (tag, start, end) for the TLVs filling [start, end) exactly.
+    out = []
+    pos = start
+    while pos < end:
+        t, s, e = read_tlv(buf, pos, end)
+        out.append((t, s, e))
+        pos = e
+    return out
+
+
+def parse_int(buf, s, e, unsigned=True):
+    if s >= e:
+        raise _bad("empty integer")
+    if unsigned and buf[s] & 0x80:
+        raise _bad("negative integer")
+    v = int.from_bytes(bytes(buf[s:e]), "big")
+    if buf[s] & 0x80:
+        v -= 1 << (8 * (e - s))
+    return v
+
+
+def parse_oid(buf, s, e):
+    if s >= e:
+        raise _bad("empty oid")
+    parts = []
+    v = 0
+    for i in range(s, e):
+        b = buf[i]
+        v = (v << 7) | (b & 0x7F)
+        if not b & 0x80:
+            parts.append(v)
+            v = 0
+    if buf[e - 1] & 0x80:
+        raise _bad("truncated oid")
+    first = parts[0]
+    if first < 80:
+        head = "%d.%d" % (first // 40, first % 40)
+    else:
+        head = "2.%d" % (first - 80)
+    return ".".join([head] + [str(p) for p in parts[1:]])
+
+
+def parse_bitstring(buf, s, e):
+    # Keys and signatures are whole bytes: a non-zero unused-bits count is rejected.
+    if s >= e or buf[s] != 0:
+        raise _bad("bit string")
+    return s + 1, e
+
+
+def _days_from_civil(y, m, d):
+    # Howard Hinnant's algorithm: days since 1970-01-01, no dependence on the port's epoch.
+    y -= m <= 2
+    era = (y if y >= 0 else y - 399) // 400
+    yoe = y - era * 400
+    mp = (m + 9) % 12
+    doy = (153 * mp + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def parse_time(buf, tag, s, e):
+    txt = bytes(buf[s:e])
+    if tag == UTC_TIME:
+        if len(txt) != 13:
+            raise _bad("utctime")
+        body = txt[:12]
+    elif tag == GEN_TIME:
+        if len(txt) != 15:
+            raise _bad("generalizedtime")
+        body = txt[:14]
+    else:
+        raise _bad("time tag")
+    if txt[-1] != 0x5A:  # 'Z': DER requires UTC
+        raise _bad("time zone")
+    for c in body:
+        if c < 0x30 or c > 0x39:
+            raise _bad("time digits")
+    if tag == UTC_TIME:
+        y = int(body[0:2])
+        # RFC 5280: YY >= 50 means 19YY.
+        y += 1900 if y >= 50 else 2000
+        body = body[2:]
+    else:
+        y = int(body[0:4])
+        body = body[4:]
+    mo = int(body[0:2])
+    d = int(body[2:4])
+    hh = int(body[4:6])
+    mi = int(body[6:8])
+    ss = int(body[8:10])
+    if not (1 <= mo <= 12 and 1 <= d <= 31 and hh < 24 and mi < 60 and ss < 60):
+        raise _bad("time range")
+    return ((_days_from_civil(y, mo, d) * 24 + hh) * 60 + mi) * 60 + ss
+
+
+def _str_value(buf, tag, s, e):
+    raw = bytes(buf[s:e])
+    try:
+        if tag == 0x1E:  # BMPString: UTF-16BE; keep the ASCII subset readable
+            return "".join([chr(raw[i + 1]) if raw[i] == 0 else "?" for i in range(0, len(raw) - 1, 2)])
+        return raw.decode("utf-8")
+    except Exception:
+        return "".join([chr(c) if 32 <= c < 127 else "?" for c in raw])
+
+
+def parse_name_cn(buf, s, e):
+    # Name ::= SEQUENCE OF SET OF AttributeTypeAndValue; returns the (last) CN or "".
+    cn = ""
+    for t, rs, re_ in children(buf, s, e):
+        if t != SET:
+            raise _bad("rdn")
+        for t2, as_, ae in children(buf, rs, re_):
+            if t2 != SEQUENCE:
+                raise _bad("attribute")
+            kids = children(buf, as_, ae)
+            if len(kids) != 2 or kids[0][0] != OID:
+                raise _bad("attribute")
+            if parse_oid(buf, kids[0][1], kids[0][2]) == OID_CN:
+                cn = _str_value(buf, kids[1][0], kids[1][1], kids[1][2])
+    return cn
+
+
+def _alg_oid(buf, s, e):
+    kids = children(buf, s, e)
+    if not kids or kids[0][0] != OID:
+        raise _bad("algorithm identifier")
+    return parse_oid(buf, kids[0][1], kids[0][2]), kids[1:]
+
+
+def _hash_alg_is_sha256(buf, tlv):
+    t, s, e = tlv
+    if t != SEQUENCE:
+        raise _bad("hash algorithm")
+    return _alg_oid(buf, s, e)[0] == OID_SHA256
+
+
+def parse_sig_alg(buf, s, e):
+    # AlgorithmIdentifier of a signature -> (alg name, pss salt length or None).
+    oid, params = _alg_oid(buf, s, e)
+    if oid == OID_RSA_SHA256:
+        return ALG_RSA_PKCS1_SHA256, None
+    if oid == OID_ECDSA_SHA256:
+        return ALG_ECDSA_SHA256, None
+    if oid == OID_RSA_PSS:
+        if len(params) != 1 or params[0][0] != SEQUENCE:
+            # Absent parameters mean SHA-1 defaults, which we do not accept.
+            raise VerifyError("unsupported_algorithm", "pss without sha256 params")
+        hash_ok = mgf_ok = False
+        salt = 20
+        for t, ps, pe in children(buf, params[0][1], params[0][2]):
+            inner = read_tlv(buf, ps, pe) if ps < pe else None
+            if inner is None:
+                raise _bad("pss params")
+            if t == 0xA0:
+                hash_ok = _hash_alg_is_sha256(buf, inner)
+            elif t == 0xA1:
+                if inner[0] != SEQUENCE:
+                    raise _bad("mgf")
+                moid, mparams = _alg_oid(buf, inner[1], inner[2])
+                mgf_ok = moid == OID_MGF1 and len(mparams) == 1 and _hash_alg_is_sha256(buf, mparams[0])
+            elif t == 0xA2:
+                if inner[0] != INTEGER:
+                    raise _bad("salt")
+                salt = parse_int(buf, inner[1], inner[2])
+            elif t == 0xA3:
+                if inner[0] != INTEGER or parse_int(buf, inner[1], inner[2]) != 1:
+                    raise _bad("trailer")
+        if not (hash_ok and mgf_ok):
+            raise VerifyError("unsupported_algorithm", "pss must use sha256/mgf1-sha256")
+        return ALG_RSA_PSS_SHA256, salt
+    raise VerifyError("unsupported_algorithm", oid)
+
+
+def parse_spki(buf, s, e):
+    # SubjectPublicKeyInfo -> ("rsa", n, e) or ("ec", x, y) (P-256 only).
+    kids = children(buf, s, e)
+    if len(kids) != 2 or kids[0][0] != SEQUENCE or kids[1][0] != BIT_STRING:
+        raise _bad("spki")
+    oid, params = _alg_oid(buf, kids[0][1], kids[0][2])
+    ks, ke = parse_bitstring(buf, kids[1][1], kids[1][2])
+    if oid == OID_RSA:
+        ss, se = expect(buf, ks, ke, SEQUENCE)
+        if se != ke:
+            raise _bad("rsa key trailing")
+        k = children(buf, ss, se)
+        if len(k) != 2 or k[0][0] != INTEGER or k[1][0] != INTEGER:
+            raise _bad("rsa key")
+        n = parse_int(buf, k[0][1], k[0][2])
+        ex = parse_int(buf, k[1][1], k[1][2])
+        return ("rsa", n, ex)
+    if oid == OID_EC_PUBKEY:
+        if len(params) != 1 or params[0][0] != OID or parse_oid(buf, params[0][1], params[0][2]) != OID_P256:
+            raise VerifyError("unsupported_algorithm", "ec curve")
+        # Only the uncompressed form (0x04 || X || Y) is accepted.
+        if ke - ks != 65 or buf[ks] != 4:
+            raise _bad("ec point")
+        x = int.from_bytes(bytes(buf[ks + 1:ks + 33]), "big")
+        y = int.from_bytes(bytes(buf[ks + 33:ks + 65]), "big")
+        return ("ec", x, y)
+    raise VerifyError("unsupported_algorithm", oid)
+
+
+class Certificate:
+    # Parsed view of one X.509 v3 certificate; byte fields are bytes copies of small parts.
+    def __init__(self, der):
+        if isinstance(der, str) or bytes(der[:5]) == b"-----":
+            der = pem_to_der(der)
+        self.der = bytes(der)
+        buf = memoryview(self.der)
+        end = len(self.der)
+        cs, ce = expect(buf, 0, end, SEQUENCE)
+        if ce != end:
+            raise _bad("trailing data")
+        top = children(buf, cs, ce)
+        if len(top) != 3 or top[0][0] != SEQUENCE or top[1][0] != SEQUENCE or top[2][0] != BIT_STRING:
+            raise _bad("certificate")
+        # The signed bytes include the tbsCertificate's own tag and length.
+        tbs_hdr = cs
+        self.tbs = bytes(buf[tbs_hdr:top[0][2]])
+        self.sig_alg, self.pss_salt = parse_sig_alg(buf, top[1][1], top[1][2])
+        ss, se = parse_bitstring(buf, top[2][1], top[2][2])
+        self.signature = bytes(buf[ss:se])
+        self._parse_tbs(buf, top[0][1], top[0][2])
+
+    def _parse_tbs(self, buf, s, e):
+        kids = children(buf, s, e)
+        i = 0
+        self.version = 1
+        if kids and kids[0][0] == 0xA0:
+            vs, ve = expect(buf, kids[0][1], kids[0][2], INTEGER)
+            self.version = parse_int(buf, vs, ve) + 1
+            i = 1
+        if len(kids) < i + 6:
+            raise _bad("tbs fields")
+        serial, inner_alg, issuer, validity, subject, spki = kids[i:i + 6]
+        if serial[0] != INTEGER or inner_alg[0] != SEQUENCE or issuer[0] != SEQUENCE:
+            raise _bad("tbs")
+        if validity[0] != SEQUENCE or subject[0] != SEQUENCE or spki[0] != SEQUENCE:
+            raise _bad("tbs")
+        self.serial = parse_int(buf, serial[1], serial[2], unsigned=False)
+        # RFC 5280 4.1.1.2: the inner algorithm must equal the outer one.
+        if parse_sig_alg(buf, inner_alg[1], inner_alg[2])[0] != self.sig_alg:
+            raise _bad("signature algorithm mismatch")
+        self.issuer = bytes(buf[issuer[1]:issuer[2]])
+        self.issuer_cn = parse_name_cn(buf, issuer[1], issuer[2])
+        self.subject = bytes(buf[subject[1]:subject[2]])
+        self.subject_cn = parse_name_cn(buf, subject[1], subject[2])
+        times = children(buf, validity[1], validity[2])
+        if len(times) != 2:
+            raise _bad("validity")
+        self.not_before = parse_time(buf, times[0][0], times[0][1], times[0][2])
+        self.not_after = parse_time(buf, times[1][0], times[1][1], times[1][2])
+        self.public_key = parse_spki(buf, spki[1], spki[2])
+        self.is_ca = None  # None: no basicConstraints extension present
+        for t, xs, xe in kids[i + 6:]:
+            if t == 0xA3:
+                self._parse_extensions(buf, xs, xe)
+
+    def _parse_extensions(self, buf, s, e):
+        ss, se = expect(buf, s, e, SEQUENCE)
+        for t, xs, xe in children(buf, ss, se):
+            if t != SEQUENCE:
+                raise _bad("extension")
+            ext = children(buf, xs, xe)
+            if len(ext) < 2 or ext[0][0] != OID or ext[-1][0] != OCTET_STRING:
+                raise _bad("extension")
+            if parse_oid(buf, ext[0][1], ext[0][2]) != OID_BASIC_CONSTRAINTS:
+                continue
+            bs, be = expect(buf, ext[-1][1], ext[-1][2], SEQUENCE)
+            ca = False
+            for t2, vs, ve in children(buf, bs, be):
+                if t2 == BOOLEAN:
+                    if ve - vs != 1:
+                        raise _bad("boolean")
+                    ca = buf[vs] != 0
+            self.is_ca = ca
+
+
+def pem_to_der(pem, label="CERTIFICATE"):
+    # Base64 body between the BEGIN/END lines of the first block with this label.
+    if isinstance(pem, (bytes, bytearray)):
+        pem = pem.decode()
+    begin = "-----BEGIN %s-----" % label
+    endm = "-----END %s-----" % label
+    a = pem.find(begin)
+    b = pem.find(endm, a + 1)
+    if a < 0 or b < 0:
+        raise _bad("no PEM block")
+    body = "".join(pem[a + len(begin):b].split())
+    try:
+        return binascii.a2b_base64(body)
+    except Exception:
+        raise _bad("base64")
+
+
+def pem_to_der_all(pem, label="CERTIFICATE"):
+    # Every block with this label (a bundle of root certificates).
+    if isinstance(pem, (bytes, bytearray)):
+        pem = pem.decode()
+    out = []
+    endm = "-----END %s-----" % label
+    while True:
+        b = pem.find(endm)
+        if b < 0:
+            return out
+        out.append(pem_to_der(pem[:b + len(endm)], label))
+        pem = pem[b + len(endm):]
+
+
+def parse_certificate(data):
+    # Never raises anything but VerifyError, whatever the input.
+    try:
+        return Certificate(data)
+    except VerifyError:
+        raise
+    except Exception as ex:
+        raise VerifyError("malformed", repr(ex))

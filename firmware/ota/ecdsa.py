@@ -1,0 +1,117 @@
+# ECDSA P-256 / SHA-256 verification on built-in big ints.
+# Jacobian coordinates avoid a field inversion per step; Shamir's trick
+# computes u1*G + u2*Q in one pass of doublings.
+from firmware.ota import VerifyError
+from firmware.ota import der
+
+P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
+N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+B = 0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B
+GX = 0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296
+GY = 0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5
+
+
+def on_curve(x, y):
+    if not (0 <= x < P and 0 <= y < P):
+        return False
+    return (y * y - (x * x * x - 3 * x + B)) % P == 0
+
+
+def _double(X, Y, Z):
+    # dbl-2001-b (a = -3).
+    if Z == 0 or Y == 0:
+        return 0, 1, 0
+    delta = Z * Z % P
+    gamma = Y * Y % P
+    beta = X * gamma % P
+    alpha = 3 * (X - delta) * (X + delta) % P
+    X3 = (alpha * alpha - 8 * beta) % P
+    Z3 = ((Y + Z) * (Y + Z) - gamma - delta) % P
+    Y3 = (alpha * (4 * beta - X3) - 8 * gamma * gamma) % P
+    return X3, Y3, Z3
+
+
+def _add_affine(X1, Y1, Z1, x2, y2):
+    # Jacobian + affine; handles the doubling and inverse cases.
+    if Z1 == 0:
+        return x2, y2, 1
+    z1z1 = Z1 * Z1 % P
+    u2 = x2 * z1z1 % P
+    s2 = y2 * Z1 * z1z1 % P
+    h = (u2 - X1) % P
+    r = (s2 - Y1) % P
+    if h == 0:
+        if r == 0:
+            return _double(X1, Y1, Z1)
+        return 0, 1, 0
+    hh = h * h % P
+    hhh = h * hh % P
+    v = X1 * hh % P
+    X3 = (r * r - hhh - 2 * v) % P
+    Y3 = (r * (v - X3) - Y1 * hhh) % P
+    Z3 = Z1 * h % P
+    return X3, Y3, Z3
+
+
+def _to_affine(X, Y, Z):
+    zi = pow(Z, P - 2, P)
+    zi2 = zi * zi % P
+    return X * zi2 % P, Y * zi2 * zi % P
+
+
+def _bitlen(n):
+    b = 0
+    while n >> (b + 32):
+        b += 32
+    while n >> b:
+        b += 1
+    return b
+
+
+def decode_signature(sig):
+    # DER SEQUENCE { r INTEGER, s INTEGER } or raw 64-byte r || s.
+    sig = bytes(sig)
+    if len(sig) >= 8 and sig[0] == 0x30:
+        try:
+            s0, e0 = der.expect(sig, 0, len(sig), der.SEQUENCE)
+            kids = der.children(sig, s0, e0)
+            if e0 == len(sig) and len(kids) == 2 and kids[0][0] == der.INTEGER and kids[1][0] == der.INTEGER:
+                return der.parse_int(sig, kids[0][1], kids[0][2]), der.parse_int(sig, kids[1][1], kids[1][2])
+        except VerifyError:
+            pass
+    if len(sig) == 64:
+        return int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
+    raise VerifyError("bad_signature", "ecdsa encoding")
+
+
+def verify(qx, qy, digest, sig):
+    r, s = decode_signature(sig)
+    if not (1 <= r < N and 1 <= s < N):
+        raise VerifyError("bad_signature", "ecdsa r/s range")
+    if not on_curve(qx, qy):
+        raise VerifyError("bad_key", "point not on curve")
+    # The digest is 256 bits, the size of N, so no truncation is needed.
+    e = int.from_bytes(bytes(digest), "big")
+    w = pow(s, N - 2, N)
+    u1 = e * w % N
+    u2 = r * w % N
+    # Precompute G + Q once (affine) for Shamir's trick.
+    sx, sy, sz = _add_affine(GX, GY, 1, qx, qy)
+    gq = _to_affine(sx, sy, sz) if sz else None
+    X, Y, Z = 0, 1, 0
+    for i in range(max(_bitlen(u1), _bitlen(u2)) - 1, -1, -1):
+        X, Y, Z = _double(X, Y, Z)
+        b1 = (u1 >> i) & 1
+        b2 = (u2 >> i) & 1
+        if b1 and b2:
+            if gq is not None:
+                X, Y, Z = _add_affine(X, Y, Z, gq[0], gq[1])
+        elif b1:
+            X, Y, Z = _add_affine(X, Y, Z, GX, GY)
+        elif b2:
+            X, Y, Z = _add_affine(X, Y, Z, qx, qy)
+    if Z == 0:
+        raise VerifyError("bad_signature", "ecdsa infinity")
+    x, _ = _to_affine(X, Y, Z)
+    if x % N != r:
+        raise VerifyError("bad_signature", "ecdsa")
