@@ -62,7 +62,7 @@ firmware.core.clock firmware.core.store firmware.core.log firmware.core.config f
 firmware.evse.pilot firmware.evse.faults firmware.evse.contactor firmware.evse.derate firmware.evse.meter
 firmware.evse.connector firmware.station firmware.bench firmware.repl firmware.version
 firmware.sim.ev firmware.sim.contactor firmware.sim.thermal firmware.sim.meter firmware.sim.plant
-firmware.sim.hw firmware.sim.rng boards.unix.board boards.unix.control
+firmware.sim.hw firmware.core.rng boards.unix.board boards.unix.control
 firmware.net.ws firmware.net.http firmware.net.backoff firmware.ocpp.rpc firmware.ocpp.validate
 firmware.ocpp.schema16 firmware.ocpp.timefmt firmware.ocpp.keys firmware.ocpp.queue firmware.ocpp.auth
 firmware.ocpp.reserve firmware.ocpp.smart firmware.ocpp.tar firmware.ocpp.fwmgmt firmware.ocpp.handlers

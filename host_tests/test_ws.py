@@ -865,7 +865,7 @@ def test_mask_matches_rfc_example():
 def test_backoff_is_deterministic_capped_and_resets():
     out = mp("""
         from firmware.net.backoff import Backoff
-        from firmware.sim.rng import Rng
+        from firmware.core.rng import Rng
         a = Backoff(base_ms=1000, cap_ms=60000, rng=Rng(42))
         b = Backoff(base_ms=1000, cap_ms=60000, rng=Rng(42))
         sa = [a.next_ms() for _ in range(12)]

@@ -16,7 +16,7 @@ import os
 class Backoff:
     # The n-th delay (from 0) is d = min(cap_ms, base_ms * factor**n) minus a
     # random part of up to jitter * d: uniform in [(1 - jitter) * d, d].
-    # rng: object whose next() returns a 31-bit int, like firmware.sim.rng.Rng,
+    # rng: object whose next() returns a 31-bit int, like firmware.core.rng.Rng,
     # for reproducible runs; default os.urandom.
     def __init__(self, base_ms=1000, cap_ms=300000, factor=2, jitter=0.5, rng=None):
         if base_ms <= 0 or cap_ms < base_ms or factor < 1 or not 0 <= jitter <= 1:

@@ -5,8 +5,8 @@
 # the interval the CSMS gives), then loops: queued transaction messages go
 # out in order, status changes are reported, heartbeats and meter values are
 # sent when due. The station's connectors never wait for any of this: their
-# session events are noted in RAM by the control loop and persisted by this
-# task within the same loop pass.
+# session events are noted in RAM by the control loop, and a bookkeeping task
+# writes them to the persistent queue at once, whatever the link is doing.
 import asyncio
 from firmware.ocpp.rpc import Rpc, CallError, RpcTimeout, NotConnected
 from firmware.ocpp.queue import TxQueue
@@ -19,7 +19,7 @@ from firmware.ocpp import timefmt
 from firmware.ocpp import handlers as core_handlers
 from firmware.net.backoff import Backoff
 from firmware.net.ws import WsError, keepalive
-from firmware.sim.rng import Rng
+from firmware.core.rng import Rng
 
 BOOT_RETRY_S = 30  # when the CSMS gives no usable interval
 LOOP_MS = 1000  # the session loop's longest sleep
@@ -53,7 +53,6 @@ class OcppClient:
         self.tx_reservation = {}  # connector id -> reservationId for the next StartTransaction
         self.state = "offline"  # offline, connecting, booting, pending, rejected, accepted
         self.registered = False
-        self.boot_interval = 0
         self.reported = {}  # connector id -> (status, errorCode) last sent
         self.events = []  # connector events noted by the control loop, handled here
         self.wake = asyncio.Event()  # the sender: something to send

@@ -9,7 +9,7 @@ from firmware.sim.ev import EV
 from firmware.sim.contactor import SimContactor
 from firmware.sim.meter import SimMeter
 from firmware.sim.thermal import Thermal
-from firmware.sim.rng import Rng
+from firmware.core.rng import Rng
 
 # Cable rating (A) -> PP resistor (ohm), IEC 62196.
 PP_OHM = {13: 1500, 20: 680, 32: 220, 63: 100, 70: 100}

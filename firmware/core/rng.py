@@ -1,5 +1,6 @@
-# A small deterministic generator so simulated noise and switching delays are
-# the same on every run with the same seed (no global random state).
+# A small deterministic generator: simulated noise and switching delays, and
+# reconnect jitter, are the same on every run with the same seed (no global
+# random state).
 class Rng:
     def __init__(self, seed=1):
         self.s = (seed or 1) & 0x7FFFFFFF
