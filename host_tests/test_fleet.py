@@ -67,7 +67,7 @@ firmware.net.ws firmware.net.http firmware.net.backoff firmware.ocpp.rpc firmwar
 firmware.ocpp.schema16 firmware.ocpp.timefmt firmware.ocpp.keys firmware.ocpp.queue firmware.ocpp.auth
 firmware.ocpp.reserve firmware.ocpp.smart firmware.ocpp.tar firmware.ocpp.fwmgmt firmware.ocpp.handlers
 firmware.ocpp.client firmware.ota firmware.ota.sha firmware.ota.der firmware.ota.rsa firmware.ota.ecdsa
-firmware.ota.verify
+firmware.ota.verify firmware.ota.bundle firmware.ota.slots
 """.split()
 
 CHECK = r"""

@@ -1,0 +1,391 @@
+# Two application slots (<root>/A, <root>/B) and an atomically written boot
+# record in the Store ("boot_slots.json"):
+#   {"active": "A"|"B", "versions": {"A": "x.y.z"|None, "B": ...},
+#    "state": "confirmed"|"trial", "trial_slot": "A"|"B"|None,
+#    "trial_boots": int, "max_trial_boots": int, "last_good": "A"|"B",
+#    "min_version": "x.y.z"|None}
+#
+# An update goes into the inactive slot (wiped first, files extracted with an
+# atomic writer: <file>.tmp, flush, rename), then the slot marker
+# <slot>/slot.json (version, min_version, files with size and sha256) is
+# written last, through a Store, so it carries a CRC. A slot is "complete"
+# only if its marker reads and every listed file's SHA-256 matches
+# (check_slot streams them). Then arm_trial switches the record to "trial".
+# boot() counts trial boots and rolls back to last_good when the trial slot
+# is incomplete or was never confirmed within max_trial_boots; a corrupt
+# active slot or boot record still comes up on a complete slot.
+#
+# Every write of the record and of the marker goes through Store.write, so a
+# power cut can be injected at each of its write boundaries (Store.cut_at).
+# The extracted files are plain file writes; an interrupted install leaves
+# the inactive slot without a marker (incomplete) and the record untouched.
+import binascii
+import hashlib
+import os
+
+from firmware.core.store import Store
+from firmware.ota import VerifyError
+from firmware.ota import bundle as _bundle
+
+RECORD = "boot_slots.json"
+MARKER = "slot.json"
+NAMES = ("A", "B")
+MAX_TRIAL_BOOTS = 3
+CHUNK = 1024
+
+try:
+    _fsync = os.fsync
+except AttributeError:
+    _fsync = None
+
+
+def other(slot):
+    return "B" if slot == "A" else "A"
+
+
+def _rm(p):
+    try:
+        os.remove(p)
+    except OSError:
+        pass
+
+
+def _is_dir(p):
+    try:
+        return os.stat(p)[0] & 0x4000 != 0
+    except OSError:
+        return False
+
+
+def _rmtree(d):
+    try:
+        names = [e[0] for e in os.ilistdir(d)]
+    except OSError:
+        return
+    for n in names:
+        if n in (".", ".."):
+            continue
+        p = d + "/" + n
+        if _is_dir(p):
+            _rmtree(p)
+            try:
+                os.rmdir(p)
+            except OSError:
+                pass
+        else:
+            _rm(p)
+
+
+def write_atomic(dest, chunks):
+    """extract() writer: <dest>.tmp, flush (+fsync), rename over dest.
+
+    The chunk iterator raises VerifyError after the last chunk of a bad file;
+    then the temp file is removed and dest is never created.
+    """
+    i = dest.rfind("/")
+    if i > 0:
+        _bundle._makedirs(dest[:i])
+    tmp = dest + ".tmp"
+    f = open(tmp, "wb")
+    try:
+        for c in chunks:
+            f.write(c)
+        f.flush()
+        if _fsync:
+            _fsync(f.fileno())
+    except BaseException:
+        f.close()
+        _rm(tmp)
+        raise
+    f.close()
+    try:
+        os.rename(tmp, dest)
+    except OSError:
+        _rm(dest)  # FAT: no rename over an existing file
+        os.rename(tmp, dest)
+
+
+def _ver(v):
+    try:
+        return _bundle.parse_version(v)
+    except Exception:
+        return None
+
+
+def _safe_rel(p):
+    if not isinstance(p, str) or not p or p[0] == "/" or "\\" in p:
+        return False
+    for s in p.split("/"):
+        if s in ("", ".", ".."):
+            return False
+    return True
+
+
+class Slots:
+    def __init__(self, store, root, max_trial_boots=MAX_TRIAL_BOOTS, log=None):
+        self.store = store
+        self.root = root.rstrip("/") or "/"
+        self.max_trial_boots = max_trial_boots
+        self.log = log
+        self.running = None  # the slot boot() chose
+        for s in NAMES:
+            _bundle._makedirs(self.dir(s))
+
+    # ------------------------------------------------------------ slots
+    def dir(self, slot):
+        return self.root + "/" + slot if self.root != "/" else "/" + slot
+
+    def _marker_store(self, slot):
+        return Store(self.dir(slot))
+
+    def marker(self, slot):
+        """The slot's marker dict, or None if missing/corrupt."""
+        m = self._marker_store(slot).read(MARKER)
+        if not isinstance(m, dict) or not isinstance(m.get("files"), list):
+            return None
+        if _ver(m.get("version")) is None:
+            return None
+        return m
+
+    def check_slot(self, slot):
+        """True if slot's marker is intact and every listed file's size and SHA-256 match."""
+        if slot not in NAMES:
+            return False
+        m = self.marker(slot)
+        if m is None or not m["files"]:
+            return False
+        d = self.dir(slot)
+        buf = bytearray(CHUNK)
+        mv = memoryview(buf)
+        try:
+            for e in m["files"]:
+                p = e.get("path")
+                if not _safe_rel(p):
+                    return False
+                h = hashlib.sha256()
+                n = 0
+                f = open(d + "/" + p, "rb")
+                try:
+                    while True:
+                        k = f.readinto(buf)
+                        if not k:
+                            break
+                        h.update(mv[:k])
+                        n += k
+                finally:
+                    f.close()
+                if n != e.get("size") or binascii.hexlify(h.digest()).decode() != e.get("sha256"):
+                    return False
+        except (OSError, AttributeError, TypeError):
+            return False
+        return True
+
+    def version(self, slot):
+        m = self.marker(slot)
+        return m["version"] if m else None
+
+    # ------------------------------------------------------------ record
+    def _default(self):
+        good = "A" if self.check_slot("A") else ("B" if self.check_slot("B") else "A")
+        m = self.marker(good)
+        return {"active": good, "versions": {"A": self.version("A"), "B": self.version("B")},
+                "state": "confirmed", "trial_slot": None, "trial_boots": 0,
+                "max_trial_boots": self.max_trial_boots, "last_good": good,
+                "min_version": m.get("min_version") if m else None}
+
+    def _valid(self, r):
+        if not isinstance(r, dict):
+            return False
+        if r.get("active") not in NAMES or r.get("last_good") not in NAMES:
+            return False
+        st = r.get("state")
+        if st == "trial":
+            if r.get("trial_slot") not in NAMES:
+                return False
+            tb = r.get("trial_boots")
+            if not isinstance(tb, int) or tb < 0:
+                return False
+        elif st != "confirmed":
+            return False
+        mx = r.get("max_trial_boots")
+        if not isinstance(mx, int) or mx < 1:
+            r["max_trial_boots"] = self.max_trial_boots
+        if not isinstance(r.get("versions"), dict):
+            r["versions"] = {"A": None, "B": None}
+        return True
+
+    def record(self):
+        """(record, None) or (safe default, why) when missing/corrupt; never raises."""
+        try:
+            r = self.store.read(RECORD)
+        except Exception:
+            r = None
+        if r is None:
+            return self._default(), "boot record missing or corrupt"
+        if not self._valid(r):
+            return self._default(), "boot record invalid"
+        return r, None
+
+    def _write(self, r):
+        self.store.write(RECORD, r)
+
+    def inactive(self):
+        r, _ = self.record()
+        return other(self.running or r["active"])
+
+    # ------------------------------------------------------------ install
+    def _write_marker(self, slot, m):
+        # Through a Store on the slot directory, sharing the main store's
+        # write-boundary count and cut settings so cuts can be injected here too.
+        ms = self._marker_store(slot)
+        st = self.store
+        ms.cut_at = st.cut_at
+        ms.on_cut = st.on_cut
+        ms._boundary = st._boundary
+        try:
+            ms.write(MARKER, m)
+        finally:
+            st._boundary = ms._boundary
+            st.writes += ms.writes
+
+    def install(self, bundle_path, manifest, target, write_file=None, allow_downgrade=False):
+        """Wipe the inactive slot, extract target's files, write its marker, arm a trial.
+
+        Raises VerifyError (wrong_target, downgrade, hash_mismatch, ...,
+        trial_pending). Returns the slot armed.
+        """
+        r, _ = self.record()
+        if r["state"] == "trial":
+            raise VerifyError("trial_pending", "confirm or roll back the running trial first")
+        if target not in manifest.get("targets", ()):
+            raise VerifyError(_bundle.WRONG_TARGET)
+        v = _bundle.parse_version(manifest["version"])
+        floor = _ver(r.get("min_version"))
+        if floor is not None and v < floor:
+            raise VerifyError(_bundle.DOWNGRADE, "below min_version %s" % r["min_version"])
+        running = _ver(r["versions"].get(r["active"]))
+        if running is not None and v < running:
+            if not (allow_downgrade and manifest.get("allow_downgrade") is True):
+                raise VerifyError(_bundle.DOWNGRADE)
+        slot = other(self.running or r["active"])
+        d = self.dir(slot)
+        # Marker first: from here on the slot is incomplete until the end.
+        _rm(d + "/" + MARKER)
+        _rm(d + "/" + MARKER + ".tmp")
+        _rmtree(d)
+        _bundle._makedirs(d)
+        _bundle.extract(bundle_path, manifest, d, write_file or write_atomic, target)
+        prefix = target + "/"
+        files = []
+        for e in manifest["files"]:
+            if e["path"].startswith(prefix):
+                files.append({"path": e["path"][len(prefix):], "size": e["size"], "sha256": e["sha256"]})
+        self._write_marker(slot, {"version": manifest["version"],
+                                  "min_version": manifest.get("min_version"), "files": files})
+        self.arm_trial(slot)
+        return slot
+
+    def arm_trial(self, slot):
+        r, _ = self.record()
+        if not self.check_slot(slot):
+            raise VerifyError("slot_incomplete", slot)
+        if r["state"] == "confirmed" and r["active"] != slot:
+            r["last_good"] = r["active"]
+        r["versions"][slot] = self.version(slot)
+        r["state"] = "trial"
+        r["trial_slot"] = slot
+        r["trial_boots"] = 0
+        r["max_trial_boots"] = self.max_trial_boots
+        r["active"] = slot
+        self._write(r)
+
+    # ------------------------------------------------------------ boot
+    def boot(self):
+        """Choose the slot to run at start; returns (slot, report)."""
+        r, why = self.record()
+        if why:
+            self._write(r)
+            slot = r["active"]
+            rep = "%s, using %s" % (why, slot)
+            if not self.check_slot(slot):
+                rep += " (no complete slot)"
+            self.running = slot
+            return slot, rep
+        if r["state"] == "trial":
+            s = r["trial_slot"]
+            n = r["trial_boots"] + 1
+            mx = r["max_trial_boots"]
+            if not self.check_slot(s):
+                return self._roll(r, "slot %s incomplete" % s)
+            if n > mx:
+                return self._roll(r, "not confirmed after %d boots" % mx)
+            r["trial_boots"] = n
+            self._write(r)  # counted before the trial firmware runs
+            self.running = s
+            return s, "trial %d/%d" % (n, mx)
+        a = r["active"]
+        if self.check_slot(a):
+            self.running = a
+            return a, "confirmed"
+        o = other(a)
+        if self.check_slot(o):
+            r["active"] = o
+            r["last_good"] = o
+            r["versions"][o] = self.version(o)
+            self._write(r)
+            self.running = o
+            return o, "slot %s corrupt, using %s" % (a, o)
+        self.running = a
+        return a, "slot %s corrupt, no complete slot" % a
+
+    def _roll(self, r, why):
+        frm = r["trial_slot"] if r["state"] == "trial" else r["active"]
+        to = r["last_good"]
+        if to == frm or not self.check_slot(to):
+            alt = other(frm)
+            if self.check_slot(alt):
+                to = alt
+            elif not self.check_slot(to):
+                to = frm if self.check_slot(frm) else to
+        r["state"] = "confirmed"
+        r["trial_slot"] = None
+        r["trial_boots"] = 0
+        r["active"] = to
+        r["last_good"] = to
+        self._write(r)
+        self.running = to
+        if self.log:
+            self.log.error("ota", "rolled back from %s: %s" % (frm, why))
+        return to, "rolled back from %s: %s" % (frm, why)
+
+    def confirm(self):
+        """The running trial slot is healthy: record it confirmed and last_good.
+
+        Raises the anti-rollback floor to the slot's min_version. Returns True
+        if a trial was confirmed, False if there was nothing to confirm.
+        """
+        r, why = self.record()
+        if why or r["state"] != "trial":
+            return False
+        s = r["trial_slot"]
+        if self.running is not None and self.running != s:
+            return False
+        m = self.marker(s)
+        r["state"] = "confirmed"
+        r["active"] = s
+        r["last_good"] = s
+        r["trial_slot"] = None
+        r["trial_boots"] = 0
+        if m:
+            r["versions"][s] = m["version"]
+            floor = m.get("min_version")
+            if _ver(floor) is not None and (_ver(r.get("min_version")) is None
+                                            or _ver(floor) > _ver(r.get("min_version"))):
+                r["min_version"] = floor
+        self._write(r)
+        return True
+
+    def rollback(self, why):
+        """Explicit rollback: back to last_good (or the other complete slot)."""
+        r, _ = self.record()
+        return self._roll(r, why)
