@@ -1,6 +1,17 @@
+import os
+
 import pytest
+from hypothesis import settings
+
 from fwproc import FirmwareProcess
 from csms_fixture import csms, make_csms  # noqa: F401  (the dev CSMS from tools/csms)
+
+# CI gates on a fixed set of hypothesis examples, so a run passes or fails the
+# same way every time; on a developer's machine the searches explore anew
+# (raise their size with STATEFUL_EXAMPLES / OCPP_OFFLINE_EXAMPLES).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture
