@@ -54,8 +54,12 @@ class Store:
             raise PowerCut()
 
     def write(self, name, obj):
+        self.write_file(self.path(name), obj)
+
+    def write_file(self, p, obj):
+        # A record at an explicit path (outside the store's directory, e.g. a
+        # firmware slot), with the same atomicity and power-cut boundaries.
         data = json.dumps(obj)
-        p = self.path(name)
         tmp = p + ".tmp"
         self._cut()
         with open(tmp, "w") as f:
@@ -101,7 +105,10 @@ class Store:
         return None, True
 
     def read(self, name, default=None, plain=False):
-        p = self.path(name)
+        return self.read_file(self.path(name), default, plain)
+
+    def read_file(self, p, default=None, plain=False):
+        name = p
         obj, seen = self._load(p, plain)
         if obj is None:
             tmp, tseen = self._load(p + ".tmp")

@@ -354,12 +354,16 @@ class OcppClient:
         await self.clock.sleep_ms(ms)
         ev.set()
 
-    async def _boot(self, reader):
+    def boot_payload(self):
         o = self.opts
         payload = {"chargePointVendor": o.get("vendor", "MicroCharge"), "chargePointModel": o.get("model", "SIM-1"),
                    "firmwareVersion": self.station.version}
         if o.get("serial"):
             payload["chargePointSerialNumber"] = o["serial"]
+        return payload
+
+    async def _boot(self, reader):
+        payload = self.boot_payload()
         while True:
             self.state = "booting"
             r = await self.rpc.call("BootNotification", payload)
@@ -428,13 +432,9 @@ class OcppClient:
 
     async def _wait(self, ms):
         # Sleep up to ms on the charger's clock, or until woken.
-        t = asyncio.create_task(self._wake_after(ms))
+        t = asyncio.create_task(self._set_after(self.wake, ms))
         await self.wake.wait()
         t.cancel()
-
-    async def _wake_after(self, ms):
-        await self.clock.sleep_ms(ms)
-        self.wake.set()
 
     async def _report_status(self):
         if self.clock.ticks_ms() - self.station.booted_at < 200:

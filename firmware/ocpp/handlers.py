@@ -120,9 +120,7 @@ def install(cl):
         if cid is not None and (cid < 0 or cid > len(cl.station.connectors)):
             return {"status": "Rejected"}
         if what == "BootNotification":
-            asyncio.create_task(cl._try("BootNotification", {
-                "chargePointVendor": cl.opts.get("vendor", "MicroCharge"),
-                "chargePointModel": cl.opts.get("model", "SIM-1"), "firmwareVersion": cl.station.version}))
+            asyncio.create_task(cl._try("BootNotification", cl.boot_payload()))
         elif what == "Heartbeat":
             asyncio.create_task(cl._try("Heartbeat", {}))
         elif what == "StatusNotification":

@@ -15,15 +15,13 @@
 # is incomplete or was never confirmed within max_trial_boots; a corrupt
 # active slot or boot record still comes up on a complete slot.
 #
-# Every write of the record and of the marker goes through Store.write, so a
+# Every write of the record and of the marker goes through the store, so a
 # power cut can be injected at each of its write boundaries (Store.cut_at).
 # The extracted files are plain file writes; an interrupted install leaves
 # the inactive slot without a marker (incomplete) and the record untouched.
 import binascii
 import hashlib
 import os
-
-from firmware.core.store import Store
 from firmware.ota import VerifyError
 from firmware.ota import bundle as _bundle
 
@@ -135,12 +133,12 @@ class Slots:
     def dir(self, slot):
         return self.root + "/" + slot if self.root != "/" else "/" + slot
 
-    def _marker_store(self, slot):
-        return Store(self.dir(slot))
+    def _marker_path(self, slot):
+        return self.dir(slot) + "/" + MARKER
 
     def marker(self, slot):
         """The slot's marker dict, or None if missing/corrupt."""
-        m = self._marker_store(slot).read(MARKER)
+        m = self.store.read_file(self._marker_path(slot))
         if not isinstance(m, dict) or not isinstance(m.get("files"), list):
             return None
         if _ver(m.get("version")) is None:
@@ -235,18 +233,8 @@ class Slots:
 
     # ------------------------------------------------------------ install
     def _write_marker(self, slot, m):
-        # Through a Store on the slot directory, sharing the main store's
-        # write-boundary count and cut settings so cuts can be injected here too.
-        ms = self._marker_store(slot)
-        st = self.store
-        ms.cut_at = st.cut_at
-        ms.on_cut = st.on_cut
-        ms._boundary = st._boundary
-        try:
-            ms.write(MARKER, m)
-        finally:
-            st._boundary = ms._boundary
-            st.writes += ms.writes
+        # Through the main store: atomic, and its power-cut boundaries count.
+        self.store.write_file(self._marker_path(slot), m)
 
     def install(self, bundle_path, manifest, target, write_file=None, allow_downgrade=False):
         """Wipe the inactive slot, extract target's files, write its marker, arm a trial.
