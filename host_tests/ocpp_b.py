@@ -10,6 +10,8 @@ wait for its answer: call() runs it in a thread and advances meanwhile.
 import threading
 import time
 
+from ocpp_helpers import pump as _pump, until  # noqa: F401  (until: used by the tests through this module)
+
 CP = "SIM0001"
 
 
@@ -18,28 +20,8 @@ def csms_set(csms):
 
 
 def pump(fw, ms, step=500):
-    """Advance ms of simulated time in steps, so the client loop runs."""
-    done = 0
-    while done < ms:
-        n = min(step, ms - done)
-        fw.advance(n)
-        done += n
-
-
-def until(fw, pred, limit_ms=60000, step=250, what="condition"):
-    """Advance until pred() is true (checked before each step); its value.
-    Each step also gives the network a moment of real time (answers to the
-    CSMS's CALLs travel in real time, not on the charger's clock)."""
-    t = 0
-    while True:
-        r = pred()
-        if r:
-            return r
-        if t >= limit_ms:
-            raise AssertionError("%s not met within %d ms of simulated time" % (what, limit_ms))
-        fw.advance(step)
-        time.sleep(0.002)
-        t += step
+    """Advance ms of simulated time in steps of 500 ms."""
+    _pump(fw, ms, step)
 
 
 def calls(csms, action, after=None, cp=CP):

@@ -45,3 +45,28 @@ def wait_status(csms, fw, connector, status, limit_ms=10_000):
         t += 500
         time.sleep(0.01)
     raise AssertionError("connector %d never reported %s (last %s)" % (connector, status, last_status(csms, connector)))
+
+
+def pump(fw, ms, step=250):
+    """Advance ms of simulated time in steps, so the client loop runs."""
+    done = 0
+    while done < ms:
+        n = min(step, ms - done)
+        fw.advance(n)
+        done += n
+
+
+def until(fw, pred, limit_ms=60000, step=250, what="condition"):
+    """Advance until pred() is true (checked before each step); its value.
+    Each step also gives the network a moment of real time (answers to the
+    CSMS's CALLs travel in real time, not on the charger's clock)."""
+    t = 0
+    while True:
+        r = pred()
+        if r:
+            return r
+        if t >= limit_ms:
+            raise AssertionError("%s not met within %d ms of simulated time" % (what, limit_ms))
+        fw.advance(step)
+        time.sleep(0.002)
+        t += step

@@ -18,6 +18,7 @@ from datetime import datetime
 
 import pytest
 
+from ocpp_helpers import pump as run, until as _until
 from tools.csms import CallErrorReceived
 
 CP = "SIM0001"
@@ -40,26 +41,9 @@ def start(make_csms, make_fw, connectors=1, sets=(), boot=True, **csms_kw):
     return csms, fw
 
 
-def run(fw, ms, step=250):
-    """Advance simulated time by ms, in steps the client loop can follow."""
-    done = 0
-    while done < ms:
-        d = min(step, ms - done)
-        fw.advance(d)
-        done += d
-
-
 def until(fw, pred, limit_ms=30000, step=250, what="condition"):
     """Advance in steps until pred() is true; returns its value."""
-    t = 0
-    while True:
-        r = pred()
-        if r:
-            return r
-        if t >= limit_ms:
-            raise AssertionError("%s not met within %d ms of simulated time" % (what, limit_ms))
-        fw.advance(step)
-        t += step
+    return _until(fw, pred, limit_ms, step, what)
 
 
 def log_ticks(fw, text):

@@ -229,6 +229,8 @@ def _power_cut_while_charging(csms, make_fw, unplug_during_outage):
     mark = csms.mark()
     fw.start()
     until(fw, lambda: calls(csms, "StopTransaction", mark), what="StopTransaction after boot")
+    # the CSMS's own record changes once it has answered, not when the CALL lands
+    until(fw, lambda: results(csms, "StopTransaction", mark), what="StopTransaction answered")
     stop = calls(csms, "StopTransaction", mark)[0]
     assert stop["reason"] == "PowerLoss"
     assert stop["transactionId"] == tx
