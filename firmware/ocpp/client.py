@@ -17,6 +17,9 @@ from firmware.ocpp.smart import Profiles
 from firmware.ocpp.fwmgmt import FirmwareManagement
 from firmware.ocpp import timefmt
 from firmware.ocpp import handlers as core_handlers
+from firmware.ocpp import security as security_mod
+from firmware.ocpp import certs as certs_mod
+from firmware.ocpp import profile
 from firmware.net.backoff import Backoff
 from firmware.net.ws import WsError, keepalive
 from firmware.core.rng import Rng
@@ -41,6 +44,8 @@ class OcppClient:
         self.rpc.on_invalid = self._invalid
         self.rpc.on_detach = self._link_lost
         self.queue = TxQueue(self.store, self.log)
+        self.security = security_mod.Security(self)
+        self.certs = certs_mod.Certificates(self)
         self.auth = AuthCache(self.store, self.log)
         self.auth.enabled = self.keys.get("AuthorizationCacheEnabled")
         self.local = LocalList(self.store, self.log, self.keys.get("LocalAuthListMaxLength"))
@@ -77,6 +82,8 @@ class OcppClient:
         for c in station.connectors:
             c.listeners.append(self._on_connector_event)
         core_handlers.install(self)
+        security_mod.install(self)
+        certs_mod.install(self)
         station.ocpp = self
 
     # --- from the control loop: note only, no I/O ---------------------------
@@ -265,6 +272,7 @@ class OcppClient:
 
     async def run(self):
         self.recover_after_boot()
+        self.security.after_boot()
         self.fw.after_boot()
         book = asyncio.create_task(self._bookkeeping())
         try:
@@ -277,7 +285,9 @@ class OcppClient:
         while not self.stopped:
             self.state = "connecting"
             try:
-                ws = await self.connect(self.opts["url"], basic=self.opts.get("basic"), ca=self.opts.get("ca"))
+                link = profile.link_args(self)
+                url = link.pop("url")
+                ws = await self.connect(url, **link)
             except Exception as e:  # refused, TLS, 401, timeout: all mean retry later
                 self.state = "offline"
                 ms = backoff.next_ms()
@@ -287,7 +297,7 @@ class OcppClient:
             backoff.reset()
             self.connections += 1
             self.ws = ws
-            self.log.info("ocpp", "connected to %s" % self.opts["url"])
+            self.log.info("ocpp", "connected to %s" % url)
             self.rpc.attach(ws)  # before the reader runs: boot may call at once
             reader = asyncio.create_task(self.rpc.run(ws))
             ping = self.keys.get("WebSocketPingInterval") * 1000
