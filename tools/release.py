@@ -6,7 +6,9 @@ The three commands a release engineer types (from the repository root):
     .venv/bin/python tools/release.py bundle --version 1.2.0 --targets esp32,rp2040,unix \
         --min-version 1.0.0 --out charger-1.2.0.bundle [--src firmware] [--allow-downgrade]
     .venv/bin/python tools/release.py sign --bundle charger-1.2.0.bundle \
-        --key keys/signing.key --cert keys/signing.pem --out charger-1.2.0.sig
+        --key keys/signing.key --cert keys/signing.pem --out charger-1.2.0.sig [--embed]
+    .venv/bin/python tools/release.py request --location URL --sig charger-1.2.0.sig \
+        --cert keys/signing.pem [--request-id N]     (the SignedUpdateFirmware payload)
 
 keys
     root.key / root.pem: the manufacturer root key and its self-signed CA
@@ -56,7 +58,15 @@ sign
     RSA PKCS#1 v1.5, chosen by the key. Writes the signature base64 on one line
     to --out (what OCPP SignedUpdateFirmware carries as firmware.signature) and
     prints the JSON fragment {"signingCertificate": PEM, "signature": base64}
-    to paste into the request's "firmware" object.
+    to paste into the request's "firmware" object. With --embed, --out is
+    instead one signed file: the bundle followed by the signing certificate
+    (DER), the signature and a trailer (u32 bundle length, u16 certificate
+    length, u16 signature length, b"CHARGER-SIG1"), for a USB update
+    (make flash-bundle) or a legacy UpdateFirmware, which has no signature
+    field. The signature is the same either way.
+
+    Each target's firmware/version.py in the bundle is replaced by one that
+    says the bundle's version, so a charger reports what it runs.
 """
 import argparse
 import base64
@@ -79,6 +89,7 @@ from cryptography.x509.oid import NameOID
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAGIC = b"CHARGER-FW"
 FORMAT = 1
+SIG_MAGIC = b"CHARGER-SIG1"
 MAX_MANIFEST = 65536
 TARGET_ARCH = {"esp32": "xtensawin", "rp2040": "armv6m", "unix": "host"}
 VERSION_RE = re.compile(r"^(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})$")
@@ -192,7 +203,7 @@ def _sources(src):
     return sorted(out)
 
 
-def compile_target(src, target, workdir):
+def compile_target(src, target, workdir, version=None):
     """mpy-cross every module of src for target; returns [(bundle path, file path)]."""
     arch = TARGET_ARCH[target]
     exe = _mpy_cross()
@@ -205,6 +216,10 @@ def compile_target(src, target, workdir):
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         # -s: the source name stored in the .mpy is the repository path, not
         # this machine's absolute path (reproducible, nothing leaked).
+        if version is not None and rel == "firmware/version.py":
+            f = os.path.join(workdir, "version.py")
+            with open(f, "w") as vf:
+                vf.write("# Written by tools/release.py for this bundle.\nVERSION = %r\n" % version)
         p = subprocess.run([exe, "-march=" + arch, "-s", rel, "-o", dest, f],
                            capture_output=True, text=True)
         if p.returncode != 0:
@@ -265,14 +280,14 @@ def make_bundle(version, targets, min_version, out, src="firmware", allow_downgr
     with tempfile.TemporaryDirectory(prefix="bundle-") as work:
         members = []
         for t in targets:
-            members += compile_target(src, t, work)
+            members += compile_target(src, t, work, version)
         manifest = write_bundle(out, manifest, members)
     return manifest, _sha256_file(out)
 
 
 # ---------------------------------------------------------------- sign
 
-def sign_bundle(bundle, key_path, cert_path, out):
+def sign_bundle(bundle, key_path, cert_path, out, embed=False):
     with open(key_path, "rb") as f:
         key = serialization.load_pem_private_key(f.read(), password=None)
     with open(cert_path, "rb") as f:
@@ -293,9 +308,34 @@ def sign_bundle(bundle, key_path, cert_path, out):
     else:
         raise ReleaseError("unsupported key type")
     b64 = base64.b64encode(sig).decode()
-    with open(out, "w") as f:
-        f.write(b64 + "\n")
+    if embed:
+        # One self-contained file (USB, legacy UpdateFirmware): the bundle,
+        # then certificate, signature and their lengths (firmware/ota/bundle.py).
+        with open(bundle, "rb") as f:
+            data = f.read()
+        if data[-len(SIG_MAGIC):] == SIG_MAGIC:
+            raise ReleaseError("%s is already signed" % bundle)
+        cert_der = cert.public_bytes(serialization.Encoding.DER)
+        trailer = cert_der + sig + struct.pack(">IHH", len(data), len(cert_der), len(sig)) + SIG_MAGIC
+        with open(out, "wb") as f:
+            f.write(data + trailer)
+    else:
+        with open(out, "w") as f:
+            f.write(b64 + "\n")
     return {"signingCertificate": cert_pem.decode(), "signature": b64}, digest.hex()
+
+
+def update_request(location, sig_path, cert_path, request_id=1, retries=3, retry_interval=60, when=None):
+    """The SignedUpdateFirmware request for a bundle signed by `sign`."""
+    with open(sig_path) as f:
+        sig = f.read().strip()
+    with open(cert_path) as f:
+        cert = f.read()
+    x509.load_pem_x509_certificate(cert.encode())  # a PEM certificate, or ValueError now
+    when = when or datetime.datetime.now(datetime.timezone.utc)
+    return {"requestId": request_id, "retries": retries, "retryInterval": retry_interval,
+            "firmware": {"location": location, "retrieveDateTime": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                         "signingCertificate": cert, "signature": sig}}
 
 
 # ---------------------------------------------------------------- CLI
@@ -322,6 +362,15 @@ def main(argv=None):
     s.add_argument("--key", required=True)
     s.add_argument("--cert", required=True)
     s.add_argument("--out", required=True)
+    s.add_argument("--embed", action="store_true",
+                   help="write one signed file (bundle + certificate + signature) for USB or legacy UpdateFirmware")
+    q = sub.add_parser("request", help="print the OCPP SignedUpdateFirmware payload for a signed bundle")
+    q.add_argument("--location", required=True, help="URL the charger downloads the bundle from")
+    q.add_argument("--sig", required=True, help="the signature file `sign` wrote")
+    q.add_argument("--cert", required=True, help="the signing certificate (PEM)")
+    q.add_argument("--request-id", type=int, default=1)
+    q.add_argument("--retries", type=int, default=3)
+    q.add_argument("--retry-interval", type=int, default=60)
     a = ap.parse_args(argv)
     try:
         if a.cmd == "keys":
@@ -333,9 +382,12 @@ def main(argv=None):
                 a.out, m["version"], ",".join(m["targets"]), len(m["files"]), os.path.getsize(a.out)))
             print("sha256 %s" % digest)
         elif a.cmd == "sign":
-            snippet, digest = sign_bundle(a.bundle, a.key, a.cert, a.out)
+            snippet, digest = sign_bundle(a.bundle, a.key, a.cert, a.out, a.embed)
             print("signed sha256 %s -> %s" % (digest, a.out), file=sys.stderr)
             print(json.dumps(snippet, indent=2))
+        elif a.cmd == "request":
+            print(json.dumps(update_request(a.location, a.sig, a.cert, a.request_id, a.retries,
+                                            a.retry_interval), indent=2))
     except (ReleaseError, OSError, ValueError) as e:
         print("release.py %s: %s" % (a.cmd, e), file=sys.stderr)
         return 1

@@ -45,6 +45,17 @@ class Store:
     def path(self, name):
         return _join(self.root, name)
 
+    def arm_cut(self, n):
+        # Test hook (Unix): lose power at the n-th write boundary from now.
+        # Returns the boundaries passed so far.
+        self.cut_at = self._boundary + n if n > 0 else 0
+        return self._boundary
+
+    def boundary(self):
+        # Writers outside the store (a download, an install's files) mark
+        # their own write boundaries, so power cuts can be injected there too.
+        self._cut()
+
     def _cut(self):
         # Each step of a write is a boundary where power may fail.
         self._boundary += 1

@@ -7,6 +7,7 @@ import os
 from firmware.net.ws import parse_url, _ssl_context, WsError
 
 CHUNK = 1024
+FLUSH = 16384
 MAX_HEADER = 4096
 
 
@@ -63,8 +64,10 @@ async def _head(r):
         headers[k.strip().lower()] = v.strip()
 
 
-async def download(url, path, ca=None, timeout_ms=30000, progress=None):
-    # GET url into path, resuming a partial file. Returns the size.
+async def download(url, path, ca=None, timeout_ms=30000, progress=None, on_flush=None):
+    # GET url into path, resuming a partial file. Returns the size. The file
+    # is flushed every FLUSH bytes, so a power cut keeps what arrived before
+    # (on_flush(size) is told each time: a write boundary).
     have = 0
     try:
         have = os.stat(path)[6]
@@ -91,6 +94,7 @@ async def download(url, path, ca=None, timeout_ms=30000, progress=None):
         mv = memoryview(buf)
         with open(path, "ab" if have else "wb") as f:
             got = 0
+            flushed = 0
             while True:
                 if chunked:
                     n = int((await r.readline()).split(b";")[0].strip() or b"0", 16)
@@ -118,6 +122,13 @@ async def download(url, path, ca=None, timeout_ms=30000, progress=None):
                     got += k
                 if progress:
                     progress(have + got)
+                if on_flush and got - flushed >= FLUSH:
+                    f.flush()
+                    flushed = got
+                    on_flush(have + got)
+            f.flush()
+            if on_flush:
+                on_flush(have + got)
         return have + got
     finally:
         w.close()

@@ -16,6 +16,14 @@
 # whole file, by the key of firmware.signingCertificate, which must chain to
 # an installed ManufacturerRootCertificate.
 #
+# A signed bundle (tools/release.py sign --embed) carries its signature: the
+# bundle's bytes, then a trailer, so one file travels over USB or a legacy
+# UpdateFirmware (which has no signature field):
+#   <bundle, L bytes> <signing certificate DER, c bytes> <signature, s bytes>
+#   <u32 L> <u16 c> <u16 s> b"CHARGER-SIG1"
+# The signature is over the SHA-256 of the first L bytes (the plain bundle),
+# so signing with and without --embed gives the same signature.
+#
 # Reasons (VerifyError.reason or check_bundle's return value):
 #   bad_manifest   header/manifest unreadable, oversized or invalid (incl. path traversal)
 #   wrong_target   the bundle has nothing for this hardware
@@ -34,6 +42,9 @@ from firmware.ota import VerifyError
 MAGIC = b"CHARGER-FW"
 FORMAT = 1
 HEADER = 15  # magic + format byte + u32 manifest length
+SIG_MAGIC = b"CHARGER-SIG1"
+SIG_TAIL = 20  # u32 + u16 + u16 + magic
+MAX_SIG_PART = 8192  # certificate or signature: far above any real one
 MAX_MANIFEST = 65536
 MAX_FILES = 1024
 MAX_PATH = 160
@@ -189,14 +200,45 @@ def _file_size(path):
     return os.stat(path)[6]
 
 
-def check_bundle(path, manifest, target, running_version, allow_downgrade=False):
+def read_trailer(path):
+    """(bundle_length, cert_der, signature) of a signed bundle, or None if the
+    file has no trailer. Raises VerifyError(bad_signature) for a damaged one."""
+    try:
+        size = _file_size(path)
+        if size < SIG_TAIL:
+            return None
+        f = open(path, "rb")
+        try:
+            f.seek(size - SIG_TAIL)
+            t = f.read(SIG_TAIL)
+            if t[8:] != SIG_MAGIC:
+                return None
+            n = (t[0] << 24) | (t[1] << 16) | (t[2] << 8) | t[3]
+            c = (t[4] << 8) | t[5]
+            s = (t[6] << 8) | t[7]
+            if not (0 < c <= MAX_SIG_PART and 0 < s <= MAX_SIG_PART and n + c + s + SIG_TAIL == size):
+                raise VerifyError(BAD_SIGNATURE, "trailer lengths")
+            f.seek(n)
+            cert = f.read(c)
+            sig = f.read(s)
+        finally:
+            f.close()
+    except OSError as e:
+        raise VerifyError(BAD_SIGNATURE, "trailer: %r" % e)
+    if len(cert) != c or len(sig) != s:
+        raise VerifyError(BAD_SIGNATURE, "trailer truncated")
+    return n, cert, sig
+
+
+def check_bundle(path, manifest, target, running_version, allow_downgrade=False, length=None):
     """Return None if the bundle fits this device, else a reason string.
 
     target: this hardware ("esp32", "rp2040", "unix"). running_version: the
     running firmware's "X.Y.Z" (None skips the downgrade check). A lower version
     is refused unless both the bundle's allow_downgrade and the caller's
     allow_downgrade (the CSMS asked for it) are set. Then the total length and
-    every file's SHA-256 are checked, streamed.
+    every file's SHA-256 are checked, streamed. length: the bundle's length
+    inside a signed file (read_trailer), else the whole file.
     """
     try:
         if target not in manifest["targets"]:
@@ -208,7 +250,7 @@ def check_bundle(path, manifest, target, running_version, allow_downgrade=False)
             if parse_version(manifest["version"]) < parse_version(running_version):
                 if not (allow_downgrade and manifest.get("allow_downgrade") is True):
                     return DOWNGRADE
-        if _file_size(path) != manifest["data_offset"] + manifest["data_size"]:
+        if (length if length is not None else _file_size(path)) != manifest["data_offset"] + manifest["data_size"]:
             return SIZE_MISMATCH
         files = _walk(path, manifest, None)
         try:
@@ -271,14 +313,15 @@ def _sig_alg(cert):
     raise VerifyError("unsupported_algorithm", kind)
 
 
-def verify_bundle(path, sig_b64, signing_cert_pem, roots, now, alg=None):
+def verify_bundle(path, sig_b64, signing_cert_pem, roots, now, alg=None, length=None):
     """Verify the signature over the whole bundle file and the signing certificate.
 
     sig_b64: the base64 signature (OCPP firmware.signature). signing_cert_pem:
     the signing certificate (PEM text, or DER). roots: installed
     ManufacturerRootCertificates (DER/PEM/Certificate list, or one PEM text
     holding several). now: Unix epoch seconds. alg: a der.ALG_* name; by
-    default ECDSA for an EC key and PKCS#1 v1.5 for an RSA key.
+    default ECDSA for an EC key and PKCS#1 v1.5 for an RSA key. length: hash
+    only the first length bytes (a signed file's trailer is not signed).
     Returns the root Certificate the signer chains to; raises VerifyError.
     """
     from firmware.ota import der, verify
@@ -295,7 +338,7 @@ def verify_bundle(path, sig_b64, signing_cert_pem, roots, now, alg=None):
         if not sig:
             raise VerifyError(BAD_SIGNATURE, "empty")
         try:
-            digest = sha256_file(path, CHUNK)
+            digest = sha256_file(path, CHUNK, length)
         except OSError as e:
             raise VerifyError(SIZE_MISMATCH, "cannot read: %r" % e)
         try:
@@ -307,6 +350,8 @@ def verify_bundle(path, sig_b64, signing_cert_pem, roots, now, alg=None):
         return root
     except VerifyError:
         raise
+    except MemoryError:
+        raise  # short of RAM is not a bad signature
     except Exception as ex:
         raise VerifyError("malformed", repr(ex))
 

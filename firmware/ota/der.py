@@ -380,10 +380,12 @@ def pem_to_der_all(pem, label="CERTIFICATE"):
 
 
 def parse_certificate(data):
-    # Never raises anything but VerifyError, whatever the input.
+    # Never raises anything but VerifyError, whatever the input (or MemoryError).
     try:
         return Certificate(data)
     except VerifyError:
         raise
+    except MemoryError:
+        raise  # short of RAM is not a bad signature
     except Exception as ex:
         raise VerifyError("malformed", repr(ex))

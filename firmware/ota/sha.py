@@ -2,18 +2,23 @@
 import hashlib
 
 
-def sha256_file(path, chunk=1024):
+def sha256_file(path, chunk=1024, length=None):
+    # length: hash only the first `length` bytes (a signed bundle's trailer
+    # is not part of what was signed).
     h = hashlib.sha256()
     # One preallocated buffer reused for every read: no per-chunk allocation.
     buf = bytearray(chunk)
     mv = memoryview(buf)
     f = open(path, "rb")
+    left = -1 if length is None else length
     try:
-        while True:
-            n = f.readinto(buf)
+        while left:
+            n = f.readinto(buf if left < 0 or left >= chunk else mv[:left])
             if not n:
                 break
             h.update(mv[:n])
+            if left > 0:
+                left -= n
     finally:
         f.close()
     return h.digest()

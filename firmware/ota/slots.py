@@ -15,6 +15,11 @@
 # is incomplete or was never confirmed within max_trial_boots; a corrupt
 # active slot or boot record still comes up on a complete slot.
 #
+# A board may also have a factory image (FACTORY, "F"): the firmware it was
+# flashed with, read-only, outside the two slots (the Unix board's source
+# tree; an ESP32's factory app). It counts as complete, it is where a charger
+# with no installed update runs, and it is a last-known-good like any slot.
+#
 # Every write of the record and of the marker goes through the store, so a
 # power cut can be injected at each of its write boundaries (Store.cut_at).
 # The extracted files are plain file writes; an interrupted install leaves
@@ -28,6 +33,7 @@ from firmware.ota import bundle as _bundle
 RECORD = "boot_slots.json"
 MARKER = "slot.json"
 NAMES = ("A", "B")
+FACTORY = "F"
 MAX_TRIAL_BOOTS = 3
 CHUNK = 1024
 
@@ -74,11 +80,13 @@ def _rmtree(d):
             _rm(p)
 
 
-def write_atomic(dest, chunks):
+def write_atomic(dest, chunks, mark=None):
     """extract() writer: <dest>.tmp, flush (+fsync), rename over dest.
 
     The chunk iterator raises VerifyError after the last chunk of a bad file;
-    then the temp file is removed and dest is never created.
+    then the temp file is removed and dest is never created. mark(): called
+    at each write boundary (file flushed, file renamed), where a test may
+    cut the power.
     """
     i = dest.rfind("/")
     if i > 0:
@@ -96,11 +104,15 @@ def write_atomic(dest, chunks):
         _rm(tmp)
         raise
     f.close()
+    if mark:
+        mark()
     try:
         os.rename(tmp, dest)
     except OSError:
         _rm(dest)  # FAT: no rename over an existing file
         os.rename(tmp, dest)
+    if mark:
+        mark()
 
 
 def _ver(v):
@@ -120,18 +132,26 @@ def _safe_rel(p):
 
 
 class Slots:
-    def __init__(self, store, root, max_trial_boots=MAX_TRIAL_BOOTS, log=None):
+    def __init__(self, store, root, max_trial_boots=MAX_TRIAL_BOOTS, log=None, factory_version=None):
         self.store = store
         self.root = root.rstrip("/") or "/"
         self.max_trial_boots = max_trial_boots
         self.log = log
+        self.factory_version = factory_version  # set: the board has a factory image
         self.running = None  # the slot boot() chose
+        self.rolled_back = None  # (from slot, why) when boot() or rollback() went back
         for s in NAMES:
             _bundle._makedirs(self.dir(s))
 
     # ------------------------------------------------------------ slots
     def dir(self, slot):
+        """The slot's directory; None for the factory image (it is not ours to write)."""
+        if slot == FACTORY:
+            return None
         return self.root + "/" + slot if self.root != "/" else "/" + slot
+
+    def _names(self):
+        return NAMES + (FACTORY,) if self.factory_version else NAMES
 
     def _marker_path(self, slot):
         return self.dir(slot) + "/" + MARKER
@@ -147,6 +167,8 @@ class Slots:
 
     def check_slot(self, slot):
         """True if slot's marker is intact and every listed file's size and SHA-256 match."""
+        if slot == FACTORY:
+            return self.factory_version is not None
         if slot not in NAMES:
             return False
         m = self.marker(slot)
@@ -179,13 +201,16 @@ class Slots:
         return True
 
     def version(self, slot):
+        if slot == FACTORY:
+            return self.factory_version
         m = self.marker(slot)
         return m["version"] if m else None
 
     # ------------------------------------------------------------ record
     def _default(self):
-        good = "A" if self.check_slot("A") else ("B" if self.check_slot("B") else "A")
-        m = self.marker(good)
+        good = "A" if self.check_slot("A") else ("B" if self.check_slot("B") else (
+            FACTORY if self.factory_version else "A"))
+        m = self.marker(good) if good != FACTORY else None
         return {"active": good, "versions": {"A": self.version("A"), "B": self.version("B")},
                 "state": "confirmed", "trial_slot": None, "trial_boots": 0,
                 "max_trial_boots": self.max_trial_boots, "last_good": good,
@@ -194,7 +219,8 @@ class Slots:
     def _valid(self, r):
         if not isinstance(r, dict):
             return False
-        if r.get("active") not in NAMES or r.get("last_good") not in NAMES:
+        names = self._names()
+        if r.get("active") not in names or r.get("last_good") not in names:
             return False
         st = r.get("state")
         if st == "trial":
@@ -229,7 +255,7 @@ class Slots:
 
     def inactive(self):
         r, _ = self.record()
-        return other(self.running or r["active"])
+        return self._target(r)
 
     # ------------------------------------------------------------ install
     def _write_marker(self, slot, m):
@@ -242,7 +268,11 @@ class Slots:
         Raises VerifyError (wrong_target, downgrade, hash_mismatch, ...,
         trial_pending). Returns the slot armed.
         """
-        r, _ = self.record()
+        r, why = self.record()
+        if why:
+            # Settle the record first: computed afresh after the extraction it
+            # would take the new slot for the last good one.
+            self._write(r)
         if r["state"] == "trial":
             raise VerifyError("trial_pending", "confirm or roll back the running trial first")
         if target not in manifest.get("targets", ()):
@@ -251,18 +281,18 @@ class Slots:
         floor = _ver(r.get("min_version"))
         if floor is not None and v < floor:
             raise VerifyError(_bundle.DOWNGRADE, "below min_version %s" % r["min_version"])
-        running = _ver(r["versions"].get(r["active"]))
+        running = _ver(self.version(r["active"]) if r["active"] == FACTORY else r["versions"].get(r["active"]))
         if running is not None and v < running:
             if not (allow_downgrade and manifest.get("allow_downgrade") is True):
                 raise VerifyError(_bundle.DOWNGRADE)
-        slot = other(self.running or r["active"])
+        slot = self._target(r)
         d = self.dir(slot)
         # Marker first: from here on the slot is incomplete until the end.
         _rm(d + "/" + MARKER)
         _rm(d + "/" + MARKER + ".tmp")
         _rmtree(d)
         _bundle._makedirs(d)
-        _bundle.extract(bundle_path, manifest, d, write_file or write_atomic, target)
+        _bundle.extract(bundle_path, manifest, d, write_file or self._write_atomic, target)
         prefix = target + "/"
         files = []
         for e in manifest["files"]:
@@ -272,6 +302,17 @@ class Slots:
                                   "min_version": manifest.get("min_version"), "files": files})
         self.arm_trial(slot)
         return slot
+
+    def _target(self, r):
+        # The slot to overwrite: never the running one, nor the last good one
+        # a trial would fall back to; from the factory image, A first.
+        cur = self.running or r["active"]
+        if cur == FACTORY:
+            return "B" if r.get("last_good") == "A" and self.check_slot("A") else "A"
+        return other(cur)
+
+    def _write_atomic(self, dest, chunks):
+        write_atomic(dest, chunks, self.store.boundary)
 
     def arm_trial(self, slot):
         r, _ = self.record()
@@ -290,6 +331,7 @@ class Slots:
     # ------------------------------------------------------------ boot
     def boot(self):
         """Choose the slot to run at start; returns (slot, report)."""
+        self.rolled_back = None
         r, why = self.record()
         if why:
             self._write(r)
@@ -315,14 +357,15 @@ class Slots:
         if self.check_slot(a):
             self.running = a
             return a, "confirmed"
-        o = other(a)
-        if self.check_slot(o):
-            r["active"] = o
-            r["last_good"] = o
-            r["versions"][o] = self.version(o)
-            self._write(r)
-            self.running = o
-            return o, "slot %s corrupt, using %s" % (a, o)
+        for o in (other(a), FACTORY):
+            if o != a and self.check_slot(o):
+                r["active"] = o
+                r["last_good"] = o
+                if o != FACTORY:
+                    r["versions"][o] = self.version(o)
+                self._write(r)
+                self.running = o
+                return o, "slot %s corrupt, using %s" % (a, o)
         self.running = a
         return a, "slot %s corrupt, no complete slot" % a
 
@@ -330,11 +373,13 @@ class Slots:
         frm = r["trial_slot"] if r["state"] == "trial" else r["active"]
         to = r["last_good"]
         if to == frm or not self.check_slot(to):
-            alt = other(frm)
-            if self.check_slot(alt):
-                to = alt
-            elif not self.check_slot(to):
-                to = frm if self.check_slot(frm) else to
+            for alt in (other(frm), FACTORY):
+                if alt != frm and self.check_slot(alt):
+                    to = alt
+                    break
+            else:
+                if not self.check_slot(to):
+                    to = frm if self.check_slot(frm) else to
         r["state"] = "confirmed"
         r["trial_slot"] = None
         r["trial_boots"] = 0
@@ -342,6 +387,7 @@ class Slots:
         r["last_good"] = to
         self._write(r)
         self.running = to
+        self.rolled_back = (frm, why)
         if self.log:
             self.log.error("ota", "rolled back from %s: %s" % (frm, why))
         return to, "rolled back from %s: %s" % (frm, why)
@@ -372,6 +418,11 @@ class Slots:
                 r["min_version"] = floor
         self._write(r)
         return True
+
+    def trial(self):
+        """True while the running image is on trial (not yet confirmed)."""
+        r, why = self.record()
+        return not why and r["state"] == "trial" and r["trial_slot"] == self.running
 
     def rollback(self, why):
         """Explicit rollback: back to last_good (or the other complete slot)."""

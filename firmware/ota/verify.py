@@ -58,6 +58,8 @@ def verify_signature(pubkey, sig_alg, digest_or_data, signature, is_digest=False
         return True
     except VerifyError:
         raise
+    except MemoryError:
+        raise  # short of RAM is not a bad signature
     except Exception as ex:
         raise VerifyError(MALFORMED, repr(ex))
 
@@ -94,6 +96,8 @@ def verify_cert(cert, issuer_cert, now):
         return cert
     except VerifyError:
         raise
+    except MemoryError:
+        raise  # short of RAM is not a bad signature
     except Exception as ex:
         raise VerifyError(MALFORMED, repr(ex))
 
@@ -141,5 +145,7 @@ def verify_chain(signing_cert, roots, now):
         raise VerifyError(UNKNOWN_ROOT, signing_cert.issuer_cn)
     except VerifyError:
         raise
+    except MemoryError:
+        raise  # short of RAM is not a bad signature
     except Exception as ex:
         raise VerifyError(MALFORMED, repr(ex))

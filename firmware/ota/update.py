@@ -1,0 +1,86 @@
+# One firmware update on this charger: verify a downloaded (or copied) bundle
+# and install it into the inactive slot. Used by the OCPP firmware management
+# (SignedUpdateFirmware, UpdateFirmware) and by the local USB path; the board
+# owns the slots and says which hardware target it is.
+#
+# Every refusal is a VerifyError whose reason the caller maps to its status:
+#   signature: bad_signature, unknown_root, cert_expired, cert_not_yet_valid,
+#              issuer_mismatch, issuer_not_ca, malformed, unsupported_algorithm
+#   image:     bad_manifest, wrong_target, downgrade, size_mismatch, hash_mismatch
+#   install:   trial_pending, slot_incomplete, io
+import binascii
+from firmware.ota import VerifyError
+from firmware.ota import bundle
+
+SIGNATURE_REASONS = ("bad_signature", "unknown_root", "cert_expired", "cert_not_yet_valid",
+                     "issuer_mismatch", "issuer_not_ca", "malformed", "unsupported_algorithm")
+
+
+def is_signature_reason(reason):
+    return reason in SIGNATURE_REASONS
+
+
+def check_signer(cert_pem, roots, now):
+    """The signing certificate alone (SignedUpdateFirmware, before any download):
+    it must chain to an installed ManufacturerRootCertificate. Raises VerifyError."""
+    from firmware.ota import der, verify
+    if not roots:
+        raise VerifyError(verify.UNKNOWN_ROOT, "no ManufacturerRootCertificate installed")
+    try:
+        cert = der.parse_certificate(cert_pem)
+    except VerifyError:
+        raise
+    except Exception as e:
+        raise VerifyError("malformed", repr(e))
+    verify.verify_chain(cert, roots, now)
+
+
+class Updater:
+    """What a board offers for updates. slots: firmware.ota.slots.Slots;
+    target: "unix", "esp32" or "rp2040"."""
+
+    def __init__(self, slots, target, log=None):
+        self.slots = slots
+        self.target = target
+        self.log = log
+
+    def running_version(self):
+        s = self.slots
+        r, _ = s.record()
+        return s.version(s.running or r["active"])
+
+    def verify_signature(self, path, roots, now, sig_b64=None, cert_pem=None):
+        """Signature over the file and the signer's chain to an installed root.
+
+        Without sig_b64/cert_pem the file must carry its own signature
+        (release.py sign --embed). Returns the bundle's length in the file."""
+        length = None
+        if sig_b64 is None:
+            t = bundle.read_trailer(path)
+            if t is None:
+                raise VerifyError(bundle.BAD_SIGNATURE, "unsigned bundle")
+            length, cert_pem, sig = t
+            sig_b64 = binascii.b2a_base64(sig)
+        if not roots:
+            raise VerifyError("unknown_root", "no ManufacturerRootCertificate installed")
+        bundle.verify_bundle(path, sig_b64, cert_pem, roots, now, length=length)
+        return length
+
+    def verify(self, path, roots, now, sig_b64=None, cert_pem=None, allow_downgrade=False):
+        """verify_signature, then check. Returns (manifest, bundle length)."""
+        length = self.verify_signature(path, roots, now, sig_b64, cert_pem)
+        return self.check(path, length, allow_downgrade)
+
+    def check(self, path, length=None, allow_downgrade=False):
+        m = bundle.read_manifest(path)
+        why = bundle.check_bundle(path, m, self.target, self.running_version(), allow_downgrade, length)
+        if why is not None:
+            raise VerifyError(why)
+        return m, length
+
+    def install(self, path, manifest, allow_downgrade=False):
+        """Into the inactive slot, armed for a trial boot. Returns the slot."""
+        try:
+            return self.slots.install(path, manifest, self.target, allow_downgrade=allow_downgrade)
+        except OSError as e:
+            raise VerifyError("io", repr(e))
