@@ -1,19 +1,536 @@
-# Installed certificates (OCPP 1.6 security: InstallCertificate,
-# GetInstalledCertificateIds, DeleteCertificate). (Seam; filled in by the
-# certificates / security-profile work.)
+# Installed certificates (OCPP 1.6 security whitepaper): InstallCertificate,
+# GetInstalledCertificateIds, DeleteCertificate, CertificateSigned.
 #
 #   cl.certs.roots(kind) -> list of DER bytes
 #       kind "ManufacturerRootCertificate" (firmware signatures) or
 #       "CentralSystemRootCertificate" (the CSMS's TLS server certificate).
+#   cl.certs.ca_pem()      the CentralSystemRootCertificates for ws.connect
+#   cl.certs.client_pair() (certificate, key) for security profile 3, or None
+#
+# The roots live in one store record (atomic writes), at most
+# CertificateStoreMaxLength of them over both kinds; a full store answers
+# Failed. A root must parse, carry basicConstraints CA:TRUE, be within its
+# validity period and, when self-issued, carry a good self-signature; else
+# Rejected and a security event (InvalidCentralSystemCertificate, also for a
+# ManufacturerRootCertificate, its techInfo naming the kind). At first boot
+# the store is seeded from the configuration files csms_ca and fw_root,
+# once per kind.
+#
+# DeleteCertificate refuses (Failed) to delete the last
+# CentralSystemRootCertificate while SecurityProfile >= 2: the charger could
+# never connect again.
+#
+# Certificate hash data: issuerNameHash is SHA-256 over the DER issuer Name;
+# issuerKeyHash SHA-256 over the issuer's subjectPublicKey BIT STRING
+# content (as OCSP's CertID): for a self-issued root its own key, else an
+# installed certificate whose subject is the issuer, else (issuer unknown)
+# its own key; serialNumber lowercase hex without leading zeros.
+#
+# The charge point certificate (security profile 3): the configured cp_cert /
+# cp_key files, or one the CSMS sent with CertificateSigned. request_signing()
+# (ExtendedTriggerMessage SignChargePointCertificate) makes a new P-256 key
+# and a PKCS#10 CSR (O=CpoName if set, CN=charge point id) and sends
+# SignCertificate; CertificateSigned must then carry a certificate for that
+# key (else for the configured key), no CA, valid now, each link of the chain
+# signed by the next, the top by an installed CentralSystemRootCertificate
+# when one names its issuer, at most CertificateSignedMaxChainSize
+# characters; else Rejected and InvalidChargePointCertificate. Accepted under
+# profile 3: the charger reconnects with it. Certificate and key live in the
+# store (a board's flash; keeping that flash unreadable is the board's job).
+import asyncio
+import binascii
+import hashlib
+from firmware.ota import VerifyError
+from firmware.ota import der, verify
+from firmware.ocpp import profile
+
+CS_ROOT = "CentralSystemRootCertificate"
+MF_ROOT = "ManufacturerRootCertificate"
+RECORD = "ocpp_certs.json"
+CP_RECORD = "ocpp_cp_cert.json"
+PENDING_RECORD = "ocpp_cp_csr_key.json"  # the key of a CSR awaiting its certificate
+
+
+def _hex(b):
+    return binascii.hexlify(b).decode()
+
+
+def _b64(b):
+    return binascii.b2a_base64(b).decode().strip()
+
+
+def to_pem(d):
+    return "-----BEGIN CERTIFICATE-----\n%s\n-----END CERTIFICATE-----\n" % _b64(d)
+
+
+def _fields(d):
+    # -> (issuer Name TLV, subject Name TLV, subjectPublicKey bits, serial bytes)
+    buf = memoryview(d)
+    cs, ce = der.expect(buf, 0, len(d), der.SEQUENCE)
+    top = der.children(buf, cs, ce)
+    kids = der.children(buf, top[0][1], top[0][2])
+    i = 1 if kids and kids[0][0] == 0xA0 else 0
+    serial, alg, issuer, validity, subject, spki = kids[i:i + 6]
+    # A TLV starts where the one before it ends.
+    iss = bytes(buf[alg[2]:issuer[2]])
+    sub = bytes(buf[validity[2]:subject[2]])
+    k = der.children(buf, spki[1], spki[2])
+    if len(k) != 2 or k[1][0] != der.BIT_STRING:
+        raise VerifyError("malformed", "spki")
+    bits = bytes(buf[k[1][1] + 1:k[1][2]])  # after the unused-bits count
+    return iss, sub, bits, bytes(buf[serial[1]:serial[2]])
+
+
+def hash_data(d, others=()):
+    iss, sub, bits, serial = _fields(d)
+    key = bits
+    if iss != sub:
+        for o in others:
+            f = _fields(o)
+            if f[1] == iss:
+                key = f[2]
+                break
+    n = int.from_bytes(serial, "big")
+    return {"hashAlgorithm": "SHA256", "issuerNameHash": _hex(hashlib.sha256(iss).digest()),
+            "issuerKeyHash": _hex(hashlib.sha256(key).digest()), "serialNumber": "%x" % n}
+
+
+def _one_cert(text):
+    # Exactly one PEM certificate -> parsed der.Certificate (VerifyError if not).
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise VerifyError("malformed", "not a PEM certificate")
+    blocks = der.pem_to_der_all(text)
+    if len(blocks) != 1:
+        raise VerifyError("malformed", "%d certificates, expected one" % len(blocks))
+    return der.parse_certificate(blocks[0])
+
+
+def check_root(c, now):
+    # A trust anchor: a CA, in its validity period, its self-signature good.
+    if c.is_ca is not True:
+        raise VerifyError("issuer_not_ca", "not a CA certificate")
+    if c.issuer == c.subject:
+        verify.verify_cert(c, c, now)
+    elif now < c.not_before:
+        raise VerifyError("cert_not_yet_valid", c.subject_cn)
+    elif now > c.not_after:
+        raise VerifyError("cert_expired", c.subject_cn)
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _public_of(key):
+    # The public key of a private key (PEM or DER: PKCS#8, SEC1 EC, PKCS#1
+    # RSA) as der.parse_spki gives it: ("ec", x, y) / ("rsa", n, e).
+    if isinstance(key, (bytes, bytearray)) and bytes(key[:5]) != b"-----":
+        d = bytes(key)
+    else:
+        text = key.decode() if isinstance(key, (bytes, bytearray)) else key
+        label = "PRIVATE KEY"
+        for lb in ("EC PRIVATE KEY", "RSA PRIVATE KEY"):
+            if "BEGIN " + lb in text:
+                label = lb
+        d = der.pem_to_der(text, label)
+    buf = memoryview(d)
+    s, e = der.expect(buf, 0, len(d), der.SEQUENCE)
+    kids = der.children(buf, s, e)
+    if len(kids) >= 3 and kids[1][0] == der.SEQUENCE and kids[2][0] == der.OCTET_STRING:
+        oid = der.parse_oid(buf, *der.children(buf, kids[1][1], kids[1][2])[0][1:])
+        inner = bytes(buf[kids[2][1]:kids[2][2]])
+        if oid == der.OID_RSA:
+            return _rsa_pub(inner)
+        return _ec_pub(inner)
+    if len(kids) >= 2 and kids[1][0] == der.OCTET_STRING:
+        return _ec_pub(d)
+    return _rsa_pub(d)
+
+
+def _rsa_pub(d):
+    buf = memoryview(d)
+    s, e = der.expect(buf, 0, len(d), der.SEQUENCE)
+    k = der.children(buf, s, e)
+    return ("rsa", der.parse_int(buf, k[1][1], k[1][2]), der.parse_int(buf, k[2][1], k[2][2]))
+
+
+def _ec_pub(d):
+    # SEC1 ECPrivateKey: its optional [1] publicKey, else d*G.
+    buf = memoryview(d)
+    s, e = der.expect(buf, 0, len(d), der.SEQUENCE)
+    kids = der.children(buf, s, e)
+    for t, ks, ke in kids[2:]:
+        if t == 0xA1:
+            bs, be = der.expect(buf, ks, ke, der.BIT_STRING)
+            bs, be = der.parse_bitstring(buf, bs, be)
+            if be - bs == 65 and buf[bs] == 4:
+                return ("ec", int.from_bytes(bytes(buf[bs + 1:bs + 33]), "big"),
+                        int.from_bytes(bytes(buf[bs + 33:bs + 65]), "big"))
+    n = int.from_bytes(bytes(buf[kids[1][1]:kids[1][2]]), "big")
+    x, y = _mul_g_sync(n)
+    return ("ec", x, y)
+
+
+# --- P-256 key generation and signing (a CSR for SignCertificate) -------------
+# The curve arithmetic is ota/ecdsa.py's (Jacobian, a = -3); here only the
+# scalar multiple of the base point and the signature.
+
+def _mul_g_steps(k):
+    from firmware.ota import ecdsa
+    X, Y, Z = 0, 1, 0
+    for i in range(255, -1, -1):
+        X, Y, Z = ecdsa._double(X, Y, Z)
+        if (k >> i) & 1:
+            X, Y, Z = ecdsa._add_affine(X, Y, Z, ecdsa.GX, ecdsa.GY)
+        yield (X, Y, Z)
+
+
+def _mul_g_sync(k):
+    from firmware.ota import ecdsa
+    p = None
+    for p in _mul_g_steps(k):
+        pass
+    return ecdsa._to_affine(*p)
+
+
+async def _mul_g(k):
+    # Some 256 doublings and additions on big integers: a board needs a
+    # while, so let the other tasks (the control loop) run every 16 bits.
+    import asyncio
+    from firmware.ota import ecdsa
+    p = None
+    i = 0
+    for p in _mul_g_steps(k):
+        i += 1
+        if i & 15 == 0:
+            await asyncio.sleep_ms(0)
+    return ecdsa._to_affine(*p)
+
+
+def _dlen(n):
+    if n < 128:
+        return bytes((n,))
+    if n < 256:
+        return bytes((0x81, n))
+    return bytes((0x82, n >> 8, n & 255))
+
+
+def _tlv(tag, body):
+    return bytes((tag,)) + _dlen(len(body)) + body
+
+
+def _int(v):
+    b = v.to_bytes(33, "big")
+    i = 0
+    while i < 32 and b[i] == 0 and b[i + 1] < 0x80:
+        i += 1
+    return _tlv(der.INTEGER, b[i:])
+
+
+_OID_EC = b"\x06\x07\x2a\x86\x48\xce\x3d\x02\x01"
+_OID_P256 = b"\x06\x08\x2a\x86\x48\xce\x3d\x03\x01\x07"
+_OID_ECDSA_SHA256 = b"\x06\x08\x2a\x86\x48\xce\x3d\x04\x03\x02"
+_OID_CN = b"\x06\x03\x55\x04\x03"
+_OID_O = b"\x06\x03\x55\x04\x0a"
+
+
+def _pem(label, d):
+    b = _b64(d)
+    lines = [b[i:i + 64] for i in range(0, len(b), 64)]
+    return "-----BEGIN %s-----\n%s\n-----END %s-----\n" % (label, "\n".join(lines), label)
+
+
+async def make_csr(cn, org):
+    # -> (CSR PEM, SEC1 private key PEM): a new P-256 key, the PKCS#10
+    # request (subject O=org if given, CN=cn) signed with ECDSA-SHA256.
+    import os
+    from firmware.ota import ecdsa
+    n = ecdsa.N
+    d = int.from_bytes(os.urandom(32), "big") % (n - 1) + 1
+    x, y = await _mul_g(d)
+    point = b"\x00\x04" + x.to_bytes(32, "big") + y.to_bytes(32, "big")
+    spki = _tlv(der.SEQUENCE, _tlv(der.SEQUENCE, _OID_EC + _OID_P256) + _tlv(der.BIT_STRING, point))
+    rdns = b""
+    if org:
+        rdns += _tlv(der.SET, _tlv(der.SEQUENCE, _OID_O + _tlv(0x0C, org.encode())))
+    rdns += _tlv(der.SET, _tlv(der.SEQUENCE, _OID_CN + _tlv(0x0C, cn.encode())))
+    info = _tlv(der.SEQUENCE, _int(0) + _tlv(der.SEQUENCE, rdns) + spki + b"\xa0\x00")
+    digest = hashlib.sha256(info).digest()
+    z = int.from_bytes(digest, "big")
+    while True:
+        # A hedged nonce: fresh randomness mixed with the key and the
+        # message, so a weak random source alone does not give k away.
+        h = hashlib.sha256(d.to_bytes(32, "big") + digest + os.urandom(32)).digest()
+        k = int.from_bytes(h, "big") % (n - 1) + 1
+        rx, _ = await _mul_g(k)
+        r = rx % n
+        s = pow(k, n - 2, n) * (z + r * d) % n
+        if r and s:
+            break
+    sig = _tlv(der.SEQUENCE, _int(r) + _int(s))
+    csr = _tlv(der.SEQUENCE, info + _tlv(der.SEQUENCE, _OID_ECDSA_SHA256) + _tlv(der.BIT_STRING, b"\x00" + sig))
+    key = _tlv(der.SEQUENCE, _int(1) + _tlv(der.OCTET_STRING, d.to_bytes(32, "big"))
+               + _tlv(0xA0, _OID_P256) + _tlv(0xA1, _tlv(der.BIT_STRING, point)))
+    return _pem("CERTIFICATE REQUEST", csr), _pem("EC PRIVATE KEY", key)
+
+
+def stored_roots(store, kind):
+    """Installed certificates of `kind` (DER list) straight from the store,
+    for code that runs without the OCPP client (the USB update)."""
+    rec = store.read(RECORD, {})
+    out = []
+    if isinstance(rec, dict):
+        for it in rec.get("certs", ()):
+            try:
+                if it[0] == kind:
+                    out.append(binascii.a2b_base64(it[1]))
+            except Exception:
+                pass  # an unreadable entry is skipped, as the client does
+    return out
 
 
 class Certificates:
     def __init__(self, cl):
         self.cl = cl
+        self.items = []  # [kind, DER bytes]
+        self.seeded = []
+        self.cp = None  # {"cert": PEM chain, "key": PEM or ""} from CertificateSigned
+        self.fail_streak = []  # security events raised in the current connect-failure streak
+        self.old_profile = None
+        self.pending_key = None  # private key of a CSR awaiting CertificateSigned
+        self._signing = None
+        pk = cl.store.read(PENDING_RECORD, None)
+        if isinstance(pk, dict) and pk.get("key"):
+            self.pending_key = pk["key"]
+        rec = cl.store.read(RECORD, {})
+        if isinstance(rec, dict):
+            for it in rec.get("certs", ()):
+                try:
+                    self.items.append([it[0], binascii.a2b_base64(it[1])])
+                except Exception:
+                    cl.log.error("ocpp", "certificate store: an unreadable entry skipped")
+            self.seeded = list(rec.get("seeded", ()))
+        cp = cl.store.read(CP_RECORD, None)
+        if isinstance(cp, dict) and cp.get("cert"):
+            self.cp = cp
 
+    # --- what others ask -------------------------------------------------------
     def roots(self, kind):
-        return []
+        return [d for k, d in self.items if k == kind]
+
+    def ca_pem(self):
+        r = self.roots(CS_ROOT)
+        return "".join([to_pem(d) for d in r]) if r else None
+
+    def client_pair(self):
+        # Profile 3's credentials: the certificate the CSMS signed for us (its
+        # key, or the configured key it was issued for), else the configured pair.
+        o = self.cl.opts
+        try:
+            if self.cp:
+                key = self.cp.get("key") or (_read(o["cp_key"]) if o.get("cp_key") else None)
+                if key:
+                    return self.cp["cert"], key
+            if o.get("cp_cert") and o.get("cp_key"):
+                return _read(o["cp_cert"]), _read(o["cp_key"])
+        except OSError as e:
+            self.cl.log.error("ocpp", "charge point certificate or key unreadable: %r" % e)
+        return None
+
+    def _save(self):
+        self.cl.store.write(RECORD, {"certs": [[k, _b64(d)] for k, d in self.items], "seeded": self.seeded})
+
+    # --- SignCertificate (ExtendedTriggerMessage SignChargePointCertificate) ---
+    def request_signing(self):
+        # Start: a new key, a CSR, SignCertificate; the CSMS answers later with
+        # CertificateSigned (signed()). True: started (or already running).
+        t = self._signing
+        if t is None or t.done():
+            self._signing = asyncio.create_task(self._sign())
+        return True
+
+    async def _sign(self):
+        cl = self.cl
+        try:
+            csr, key = await make_csr(cl.opts["id"], cl.keys.get("CpoName"))
+        except Exception as e:
+            cl.log.error("ocpp", "certificate signing request failed: %r" % e)
+            return
+        # Kept across a reboot: the certificate may come after one.
+        self.pending_key = key
+        cl.store.write(PENDING_RECORD, {"key": key})
+        cl.security.audit("charger", "new charge point key; certificate signing requested")
+        try:
+            r = await cl.rpc.call("SignCertificate", {"csr": csr})
+        except Exception as e:
+            cl.log.warn("ocpp", "SignCertificate failed: %r" % e)
+            return
+        if r.get("status") != "Accepted":
+            cl.log.warn("ocpp", "SignCertificate %s by the CSMS" % r.get("status"))
+
+    # --- first boot --------------------------------------------------------------
+    def seed(self):
+        o = self.cl.opts
+        changed = False
+        for kind, path in ((CS_ROOT, o.get("ca_path")), (MF_ROOT, o.get("fw_root"))):
+            if not path or kind in self.seeded or self.roots(kind):
+                continue
+            try:
+                data = _read(path)
+                blocks = der.pem_to_der_all(data) if b"-----BEGIN" in data else [data]
+                new = []
+                for d in blocks:
+                    c = der.parse_certificate(d)
+                    if c.is_ca is not True:  # the technician's choice; a pinned server certificate works too
+                        self.cl.log.warn("ocpp", "%s from %s is not a CA certificate" % (kind, path))
+                    new.append([kind, bytes(d)])
+            except (OSError, VerifyError) as e:
+                self.cl.log.error("config", "%s: cannot use %s: %r" % (kind, path, e))
+                continue
+            room = self.cl.keys.get("CertificateStoreMaxLength") - len(self.items)
+            self.items.extend(new[:max(0, room)])
+            self.seeded.append(kind)
+            changed = True
+            self.cl.security.audit("charger", "%d %s installed from %s" % (min(len(new), max(0, room)), kind, path))
+        if changed:
+            self._save()
+
+    # --- InstallCertificate ------------------------------------------------------
+    def install_cert(self, kind, text):
+        cl = self.cl
+        try:
+            c = _one_cert(text)
+            check_root(c, cl.clock.wall())
+        except Exception as e:  # whatever the text: Rejected, never a crash
+            why = "%s rejected: %s" % (kind, e if isinstance(e, VerifyError) else repr(e))
+            cl.security.audit("CSMS", "InstallCertificate " + why)
+            cl.security.event("InvalidCentralSystemCertificate", why[:255])
+            return "Rejected"
+        for k, d in self.items:
+            if k == kind and d == c.der:
+                return "Accepted"  # already installed
+        if len(self.items) >= cl.keys.get("CertificateStoreMaxLength"):
+            cl.security.audit("CSMS", "InstallCertificate %s %s: store full" % (kind, c.subject_cn))
+            return "Failed"
+        self.items.append([kind, c.der])
+        self._save()
+        cl.security.audit("CSMS", "%s installed: %s, serial %x" % (kind, c.subject_cn, c.serial))
+        return "Accepted"
+
+    def ids(self, kind):
+        ders = [d for _, d in self.items]
+        out = []
+        for k, d in self.items:
+            if k == kind:
+                try:
+                    out.append(hash_data(d, ders))
+                except Exception:
+                    pass  # unreadable: cannot be named
+        return out
+
+    def delete(self, h):
+        cl = self.cl
+        if h["hashAlgorithm"] != "SHA256":
+            return "NotFound"  # the only hash this charger computes; a match is impossible
+        want = (h["issuerNameHash"].lower(), h["issuerKeyHash"].lower(), h["serialNumber"].lower().lstrip("0"))
+        ders = [d for _, d in self.items]
+        for i, (k, d) in enumerate(self.items):
+            try:
+                got = hash_data(d, ders)
+            except Exception:
+                continue
+            if (got["issuerNameHash"], got["issuerKeyHash"], got["serialNumber"].lstrip("0")) != want:
+                continue
+            if k == CS_ROOT and len(self.roots(CS_ROOT)) == 1 and cl.keys.get(profile.KEY) >= 2:
+                cl.security.audit("CSMS", "DeleteCertificate refused: the last %s under security profile %d"
+                                  % (k, cl.keys.get(profile.KEY)))
+                return "Failed"
+            del self.items[i]
+            self._save()
+            cl.security.audit("CSMS", "%s deleted, serial %s" % (k, got["serialNumber"]))
+            return "Accepted"
+        return "NotFound"
+
+    # --- CertificateSigned ----------------------------------------------------------
+    def signed(self, chain):
+        # -> (status, why). The chain's leaf must carry our key; each link is
+        # checked, and the top against an installed CentralSystemRootCertificate
+        # when one names its issuer (the CPO's own root may not be installed).
+        cl = self.cl
+        if len(chain) > cl.keys.get("CertificateSignedMaxChainSize"):
+            return "Rejected", "chain of %d characters over CertificateSignedMaxChainSize" % len(chain)
+        key = self.pending_key
+        o = cl.opts
+        try:
+            if key is None and o.get("cp_key"):
+                key = _read(o["cp_key"])
+            if key is None:
+                return "Rejected", "no charge point key to match"
+            if "-----BEGIN CERTIFICATE-----" not in chain:
+                return "Rejected", "not a PEM certificate chain"
+            certs = [der.parse_certificate(d) for d in der.pem_to_der_all(chain)]
+            now = cl.clock.wall()
+            leaf = certs[0]
+            if leaf.public_key != _public_of(key):
+                return "Rejected", "certificate does not match the charge point key"
+            if leaf.is_ca is True:
+                return "Rejected", "a CA certificate, not a charge point certificate"
+            if now < leaf.not_before or now > leaf.not_after:
+                return "Rejected", "certificate not valid now"
+            for i in range(len(certs) - 1):
+                verify.verify_cert(certs[i], certs[i + 1], now)
+            top = certs[-1]
+            if top.issuer == top.subject:
+                verify.verify_cert(top, top, now)
+            else:
+                for d in self.roots(CS_ROOT):
+                    r = der.parse_certificate(d)
+                    if r.subject == top.issuer:
+                        verify.verify_cert(top, r, now)
+                        break
+        except VerifyError as e:
+            return "Rejected", "chain check failed: %s" % e
+        except Exception as e:
+            return "Rejected", "unreadable: %r" % e
+        pk = self.pending_key  # a key made for our own CSR; else the configured key
+        self.cp = {"cert": chain, "key": (pk.decode() if isinstance(pk, bytes) else pk) if pk else ""}
+        cl.store.write(CP_RECORD, self.cp)
+        if self.pending_key:
+            self.pending_key = None
+            cl.store.remove(PENDING_RECORD)
+        cl.security.audit("CSMS", "charge point certificate installed: %s, serial %x" % (leaf.subject_cn, leaf.serial))
+        if cl.keys.get(profile.KEY) == 3:
+            profile.relink(cl, "new charge point certificate")
+        return "Accepted", None
 
 
 def install(cl):
-    pass
+    h = cl.rpc.handlers
+    st = cl.certs
+    st.seed()
+    profile.install(cl)
+
+    async def install_certificate(p):
+        return {"status": st.install_cert(p["certificateType"], p["certificate"])}
+
+    async def get_ids(p):
+        ids = st.ids(p["certificateType"])
+        if not ids:
+            return {"status": "NotFound"}
+        return {"status": "Accepted", "certificateHashData": ids}
+
+    async def delete_certificate(p):
+        return {"status": st.delete(p["certificateHashData"])}
+
+    async def certificate_signed(p):
+        status, why = st.signed(p["certificateChain"])
+        if status != "Accepted":
+            cl.security.audit("CSMS", "CertificateSigned rejected: " + why)
+            cl.security.event("InvalidChargePointCertificate", why[:255])
+        return {"status": status}
+
+    h["InstallCertificate"] = install_certificate
+    h["GetInstalledCertificateIds"] = get_ids
+    h["DeleteCertificate"] = delete_certificate
+    h["CertificateSigned"] = certificate_signed

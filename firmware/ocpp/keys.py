@@ -56,7 +56,16 @@ TABLE = {
     "ChargingScheduleAllowedChargingRateUnit": (CSL, "Current,Power", R, False, 0, None),
     "ChargingScheduleMaxPeriods": (INT, 24, R, False, 0, 0),
     "MaxChargingProfilesInstalled": (INT, 16, R, False, 0, 0),
-    "AuthorizationKey": (STR, "", W, True, 16, 40),
+    # Security extension (whitepaper). AuthorizationKey applies on the next
+    # connection (the charger reconnects at once, profile.py), no reboot.
+    # SecurityProfile's default here is a placeholder: the first value comes
+    # from the configuration (profile.initial) and it may only be raised.
+    "AuthorizationKey": (STR, "", W, False, 16, 40),
+    "SecurityProfile": (INT, 0, RW, False, 0, 3),
+    "CpoName": (STR, "", RW, False, 0, 50),
+    "CertificateStoreMaxLength": (INT, 10, R, False, 0, 0),
+    "CertificateSignedMaxChainSize": (INT, 10000, R, False, 0, 0),
+    "AdditionalRootCertificateCheck": (BOOL, False, R, False, 0, 0),
 }
 
 
@@ -72,13 +81,20 @@ class Keys:
         self.log = log
         self.values = {k: t[1] for k, t in TABLE.items()}
         self.values["NumberOfConnectors"] = connectors
+        self.saved = set()  # names set from the store or by ChangeConfiguration
         saved = store.read("ocpp_keys.json", {}) if store else {}
         if isinstance(saved, dict):
             for k, v in saved.items():
                 t = TABLE.get(k)
                 if t is not None and t[2] != R and type(v) is type(t[1]):
                     self.values[k] = v
+                    self.saved.add(k)
         self.pending_reboot = False
+        # Set by the security work (profile.install): guard(name, value) ->
+        # a status that refuses the change, or None; changed(name, value)
+        # after an accepted change is stored.
+        self.guard = None
+        self.changed = None
 
     def get(self, name):
         return self.values[name]
@@ -118,11 +134,18 @@ class Keys:
             if not lo <= len(text) <= hi:
                 return "Rejected"
             v = text
+        if self.guard:
+            refused = self.guard(name, v)
+            if refused:
+                return refused
         self.values[name] = v
+        self.saved.add(name)
         self._save()
         if self.log:
             self.log.info("ocpp", "configuration %s changed%s" % (
                 name, "" if access == W else " to %s" % _text(kind, v)))
+        if self.changed:
+            self.changed(name, v)
         if reboot:
             self.pending_reboot = True
             return "RebootRequired"

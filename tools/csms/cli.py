@@ -39,6 +39,9 @@ def parse_args(argv=None):
     p.add_argument("--tls-cert", help="server certificate (PEM): wss://")
     p.add_argument("--tls-key", help="server private key (PEM)")
     p.add_argument("--tls-client-ca", help="require client certificates from this CA (profile 3)")
+    p.add_argument("--tls-port", type=int, default=None,
+                   help="with --tls-cert: ws:// on --port and wss:// on this port at once "
+                        "(0: a free one), for moving a charger from security profile 1 to 2")
     p.add_argument("--http-tls", action="store_true", help="serve the HTTP port over TLS too")
     p.add_argument("--boot-status", default="Accepted", choices=("Accepted", "Pending", "Rejected"))
     p.add_argument("--heartbeat-interval", type=int, default=300)
@@ -87,7 +90,7 @@ def build(a):
         a.host, a.port, http_port=None if http_port < 0 else http_port, http_host=a.http_host,
         strict_datetime=not a.lax_datetime, keep_messages=a.keep_messages or None,
         data_dir=a.data_dir, passwords=passwords, auth_required=a.auth_required,
-        tls_cert=a.tls_cert, tls_key=a.tls_key, tls_client_ca=a.tls_client_ca,
+        tls_cert=a.tls_cert, tls_key=a.tls_key, tls_client_ca=a.tls_client_ca, tls_port=a.tls_port,
         http_tls=a.http_tls, call_timeout=a.call_timeout,
         ping_interval=a.ping_interval or None, max_payload_log=a.max_payload,
         boot_status=a.boot_status, heartbeat_interval=a.heartbeat_interval,
@@ -136,6 +139,8 @@ async def run(a):
     http = ("%s://%s:%d" % (csms.files.scheme, csms.http_host, csms.http_port)
             if csms.files else None)
     print("dev CSMS: OCPP 1.6J on %s<chargePointId>" % csms.url(), flush=True)
+    if csms.tls_port is not None:
+        print("  and on %s<chargePointId>" % csms.tls_url(), flush=True)
     if http:
         print("  firmware files %s/firmware/<name>  (from %s)" % (http, csms.files.firmware_dir))
         print("  uploads        %s/upload/<name>    (into %s)" % (http, csms.files.upload_dir))
@@ -143,7 +148,8 @@ async def run(a):
               "%s/api/call/CP1/Reset" % (http, http), flush=True)
     if a.ready_file:
         with open(a.ready_file, "w") as f:
-            json.dump({"port": csms.port, "http_port": csms.http_port, "url": csms.url()}, f)
+            json.dump({"port": csms.port, "http_port": csms.http_port, "url": csms.url(),
+                       "tls_port": csms.tls_port}, f)
     use_stdin = a.stdin if a.stdin is not None else _isatty(sys.stdin)
     if use_stdin:
         threading.Thread(target=_stdin_reader, args=(loop, csms, stop), daemon=True,

@@ -43,7 +43,7 @@ class CsmsServer:
     def __init__(self, host="127.0.0.1", port=9000, *, http_port=None, http_host=None,
                  data_dir=None, firmware_dir=None, upload_dir=None,
                  passwords=None, auth_required=False,
-                 tls_cert=None, tls_key=None, tls_client_ca=None, http_tls=False,
+                 tls_cert=None, tls_key=None, tls_client_ca=None, http_tls=False, tls_port=None,
                  call_timeout=10.0, ping_interval=20.0, ping_timeout=20.0, max_size=2 ** 20,
                  admin=True, max_payload_log=400, strict_datetime=True, keep_messages=None,
                  **behaviour):
@@ -54,7 +54,10 @@ class CsmsServer:
         passwords: {cp_id: password} for HTTP Basic auth; auth_required also
         refuses charge points without a password. tls_cert/tls_key: wss://;
         tls_client_ca: require a client certificate from that CA (profile 3);
-        http_tls: serve https:// with the same certificate.
+        http_tls: serve https:// with the same certificate. tls_port (with
+        tls_cert): serve ws:// on `port` and wss:// on tls_port (0: a free
+        one, see .tls_port) at once, for a charger moving from security
+        profile 1 to 2.
         strict_datetime: check date-time fields (RFC 3339) in both directions,
         which the `ocpp` package's schema check skips. keep_messages: keep only
         about this many recorded items (None: all).
@@ -76,6 +79,8 @@ class CsmsServer:
         self.recorder = rec.Recorder(max_payload_log, keep_messages)
         self.backoffice = BackOffice(**behaviour)
         self._ssl = server_context(tls_cert, tls_key, tls_client_ca) if tls_cert else None
+        self.tls_port = tls_port if tls_cert else None
+        self._tls_server = None
         self._tmp = None
         if data_dir is None and (firmware_dir is None or upload_dir is None):
             self._tmp = tempfile.TemporaryDirectory(prefix="csms-")
@@ -102,7 +107,11 @@ class CsmsServer:
 
     @property
     def scheme(self):
-        return "wss" if self._ssl else "ws"
+        return "wss" if self._ssl and self.tls_port is None else "ws"
+
+    def tls_url(self, cp_id=""):
+        """With tls_port: the wss:// URL beside the ws:// one."""
+        return "wss://%s:%d/%s" % (self.host, self.tls_port, urllib.parse.quote(cp_id))
 
     @property
     def http_port(self):
@@ -139,8 +148,8 @@ class CsmsServer:
     async def stop_async(self):
         if self._online_timer:
             self._online_timer.cancel()
-        servers = self._old_servers + ([self._ws_server] if self._ws_server else [])
-        self._ws_server, self._old_servers = None, []
+        servers = self._old_servers + [x for x in (self._ws_server, self._tls_server) if x]
+        self._ws_server, self._tls_server, self._old_servers = None, None, []
         for s in servers:
             s.close()
         for cp in list(self._cps.values()):
@@ -233,13 +242,21 @@ class CsmsServer:
     # ---------------------------------------------------------------- websocket side
 
     async def _listen(self):
-        self._ws_server = await serve(
-            self._handler, self.host, self.port, ssl=self._ssl,
+        both = self.tls_port is not None
+        self._ws_server = await self._serve(self.port, None if both else self._ssl)
+        if not self.port:
+            self.port = self._ws_server.sockets[0].getsockname()[1]
+        if both:
+            self._tls_server = await self._serve(self.tls_port, self._ssl)
+            if not self.tls_port:
+                self.tls_port = self._tls_server.sockets[0].getsockname()[1]
+
+    def _serve(self, port, ssl):
+        return serve(
+            self._handler, self.host, port, ssl=ssl,
             process_request=self._process_request, select_subprotocol=self._select_subprotocol,
             ping_interval=self.ping_interval, ping_timeout=self.ping_timeout,
             max_size=self.max_size, logger=logging.getLogger("tools.csms.websockets"))
-        if not self.port:
-            self.port = self._ws_server.sockets[0].getsockname()[1]
 
     def _process_request(self, connection, request):
         path = urllib.parse.urlsplit(request.path).path
@@ -292,14 +309,22 @@ class CsmsServer:
         cp = CsmsChargePoint(cp_id, ws, self)
         self._cps[cp_id] = cp
         info = self.backoffice.info(cp_id)
-        tls_peer = peer_subject(ws.transport) if self._ssl else None
+        tls = ws.transport.get_extra_info("sslcontext") is not None
+        tls_peer = peer_subject(ws.transport) if tls else None
+        tls_serial = None
+        if tls_peer:
+            try:
+                tls_serial = ws.transport.get_extra_info("peercert").get("serialNumber")
+            except Exception:
+                pass
         with self.backoffice._lock:
             info.connected, info.remote, info.path = True, remote, ws.request.path
             info.subprotocol, info.tls_peer = ws.subprotocol, tls_peer
             info.connected_since = time.time()
             info.connections += 1
         self.recorder.event(cp_id, rec.CONNECT, remote=remote, path=ws.request.path,
-                            subprotocol=ws.subprotocol, tls_peer=tls_peer)
+                            subprotocol=ws.subprotocol, tls=tls, tls_peer=tls_peer, tls_serial=tls_serial,
+                            user=(_basic_auth(ws.request.headers.get("Authorization")) or (None,))[0])
         try:
             await cp.start()
         except ConnectionClosed:
@@ -329,6 +354,11 @@ class CsmsServer:
         """The websockets ServerConnection of a connected charge point, for
         anything the helpers here don't cover (ping, fragmented send, ...)."""
         return self._cp(cp_id)._connection
+
+    def set_tls_cert(self, cert, key):
+        """Serve another server certificate from the next TLS handshake on
+        (e.g. an invalid one, OCTT TC_078); connections up now keep theirs."""
+        self._ssl.load_cert_chain(str(cert), str(key))
 
     def set_password(self, cp_id, password):
         """HTTP Basic password for a charge point (None: no check for it)."""
@@ -395,9 +425,11 @@ class CsmsServer:
             self._online_timer.cancel()
             self._online_timer = None
         if how == "refuse" and self._ws_server is not None:
-            self._ws_server.close(close_connections=False)
-            self._old_servers.append(self._ws_server)
-            self._ws_server = None
+            for srv in (self._ws_server, self._tls_server):
+                if srv is not None:
+                    srv.close(close_connections=False)
+                    self._old_servers.append(srv)
+            self._ws_server = self._tls_server = None
         elif how == "reject" and self._ws_server is None:
             await self._listen()
         self._offline = how
