@@ -40,6 +40,10 @@ COMMANDS = {
     "log": ("recent log entries", (("n", "int", 20, 1, 500), ("since", "int", 0, 0, 1 << 30),)),
     "trace": ("the plant's recent switching events (a bench scope)", (("since", "int", 0, 0, 1 << 40),)),
     "stall": ("test: stall the control task for ms", (("ms", "int", None, 1, 60000),)),
+    "hog": ("test: hold heap until only kb KiB are free (None releases it)", (("kb", "opt_int", None, 0, 1 << 20),)),
+    "seclog": ("recent security-log lines (who/when/what); clear=True empties it, which is recorded",
+               (("n", "int", 20, 1, 500), ("clear", "bool", False, None, None),)),
+    "tamper": ("open (True) or close the enclosure: the tamper switch", (("opened", "bool", True, None, None),)),
     "reboot": ("reboot the firmware (contactor opens)", ()),
     "powercut": ("cut the power at once, as a pulled plug would", ()),
 }
@@ -97,6 +101,7 @@ class Bench:
     def __init__(self, board):
         self.board = board
         self.resetting = False
+        self._hog = None  # heap held by hog()
 
     def _conn(self, c):
         conns = self.board.station.connectors
@@ -287,8 +292,49 @@ class Bench:
         self._changed()
         return {}
 
+    def _security(self):
+        # The OCPP client's security log, or one on the store (free vend).
+        st = self.board.station
+        if st.ocpp is not None:
+            return st.ocpp.security
+        from firmware.core.seclog import SecLog
+        return SecLog(st.store, st.clock)
+
+    def seclog(self, n=20, clear=False):
+        sec = self._security()
+        if clear:
+            if hasattr(sec, "clear_log"):
+                sec.clear_log("bench")  # also a SecurityLogWasCleared event for the CSMS
+            else:
+                sec.clear("bench")
+        log = sec.seclog if hasattr(sec, "seclog") else sec
+        return {"lines": log.tail(n)}
+
+    def tamper(self, opened=True):
+        self._plant().tamper = opened
+        self._changed()
+        return {}
+
+    def hog(self, kb=None):
+        import gc
+        self._hog = None
+        gc.collect()
+        held = 0
+        if kb is not None:
+            for size in (2048, 128):  # big blocks first, then the fragments between them
+                try:
+                    while gc.mem_free() > kb * 1024 + 2 * size:
+                        self._hog = (self._hog, bytearray(size))  # a chain: no list to regrow
+                        held += size
+                except MemoryError:
+                    pass
+        return {"free": gc.mem_free(), "held": held}
+
     def reboot(self):
         self.resetting = True  # an exit from here is the reset itself, not a stray exit()
+        st = self.board.station
+        if st is not None and st.ocpp is not None:
+            st.ocpp.security.before_reboot("bench", "bench reboot()")
         self.board.reboot()
         self.resetting = False
         return {}

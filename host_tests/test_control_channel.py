@@ -450,6 +450,9 @@ VALID = {
     "log": {"n": 5, "since": 0},
     "trace": {"since": 0},
     "stall": {"ms": 10},
+    "seclog": {"n": 5},
+    "tamper": {"opened": False},
+    "hog": {"kb": None},
     "reboot": {},
 }
 SPECIAL = {"powercut"}  # ends the process at once: no reply (tested below)

@@ -17,6 +17,7 @@ def install(cl):
         # Answer first, then stop transactions and reboot (client._do_reset).
         kind = p["type"]
         cl.store.write("ocpp_reset.json", {"reason": "HardReset" if kind == "Hard" else "SoftReset"})
+        cl.security.audit("CSMS", "Reset %s" % kind)
         cl.pending_reset = kind
         cl.wake.set()
         return {"status": "Accepted"}
@@ -59,6 +60,8 @@ def install(cl):
 
     async def change_configuration(p):
         status = cl.keys.change(p["key"], p["value"])
+        # The audit trail names the key, never the value (it may be a secret).
+        cl.security.audit("CSMS", "ChangeConfiguration %s: %s" % (p["key"][:50], status))
         if status == "Accepted":
             cl.auth.enabled = cl.keys.get("AuthorizationCacheEnabled")
             cl.apply_keys()
@@ -91,6 +94,7 @@ def install(cl):
 
     async def clear_cache(p):
         cl.auth.clear()
+        cl.security.audit("CSMS", "ClearCache")
         return {"status": "Accepted"}
 
     async def unlock(p):
@@ -119,31 +123,12 @@ def install(cl):
         cid = p.get("connectorId")
         if cid is not None and (cid < 0 or cid > len(cl.station.connectors)):
             return {"status": "Rejected"}
-        if what == "BootNotification":
-            asyncio.create_task(cl._try("BootNotification", cl.boot_payload()))
-        elif what == "Heartbeat":
-            asyncio.create_task(cl._try("Heartbeat", {}))
-        elif what == "StatusNotification":
-            if cid is None:
-                cl.reported = {}
-            else:
-                cl.reported.pop(cid, None)
-        elif what == "MeterValues":
-            for c in cl.station.connectors:
-                if cid in (None, 0, c.id):
-                    mv = {"connectorId": c.id, "meterValue": [{"timestamp": _now(cl), "sampledValue": cl._sample(
-                        c, cl.keys.list("MeterValuesSampledData") or ["Energy.Active.Import.Register"],
-                        "Trigger")}]}
-                    tx = cl.tx_of(c.id)
-                    if tx is not None:
-                        mv["transactionId"] = tx
-                    asyncio.create_task(cl._try("MeterValues", mv))
-        elif what == "DiagnosticsStatusNotification":
+        if what == "DiagnosticsStatusNotification":
             asyncio.create_task(cl._try("DiagnosticsStatusNotification", {"status": cl.fw.diag_status}))
         elif what == "FirmwareStatusNotification":
             asyncio.create_task(cl._try("FirmwareStatusNotification", {"status": cl.fw.fw_status}))
         else:
-            return {"status": "NotImplemented"}
+            return {"status": trigger_core(cl, what, cid)}
         cl.wake.set()
         return {"status": "Accepted"}
 
@@ -151,7 +136,10 @@ def install(cl):
         entries = p.get("localAuthorizationList") or []
         if len(entries) > cl.keys.get("SendLocalListMaxLength"):
             return {"status": "Failed"}
-        return {"status": cl.local.update(p["listVersion"], entries, p["updateType"] == "Full")}
+        status = cl.local.update(p["listVersion"], entries, p["updateType"] == "Full")
+        cl.security.audit("CSMS", "SendLocalList %s version %d, %d entries: %s" % (
+            p["updateType"], p["listVersion"], len(entries), status))
+        return {"status": status}
 
     async def get_local_list_version(p):
         return {"listVersion": cl.local.version}
@@ -254,6 +242,33 @@ def install(cl):
     h["UnlockConnector"] = unlock
     h["DataTransfer"] = data_transfer
     h["TriggerMessage"] = trigger
+
+
+def trigger_core(cl, what, cid):
+    # The messages TriggerMessage and ExtendedTriggerMessage share: sent after
+    # our answer (a task), connectorId already checked. -> response status.
+    if what == "BootNotification":
+        asyncio.create_task(cl._try("BootNotification", cl.boot_payload()))
+    elif what == "Heartbeat":
+        asyncio.create_task(cl._try("Heartbeat", {}))
+    elif what == "StatusNotification":
+        if cid is None:
+            cl.reported = {}
+        else:
+            cl.reported.pop(cid, None)
+    elif what == "MeterValues":
+        for c in cl.station.connectors:
+            if cid in (None, 0, c.id):
+                mv = {"connectorId": c.id, "meterValue": [{"timestamp": _now(cl), "sampledValue": cl._sample(
+                    c, cl.keys.list("MeterValuesSampledData") or ["Energy.Active.Import.Register"], "Trigger")}]}
+                tx = cl.tx_of(c.id)
+                if tx is not None:
+                    mv["transactionId"] = tx
+                asyncio.create_task(cl._try("MeterValues", mv))
+    else:
+        return "NotImplemented"
+    cl.wake.set()
+    return "Accepted"
 
 
 def _now(cl):

@@ -10,9 +10,14 @@
 # (there is no id to answer): they are dropped and counted, like the
 # python-ocpp CSMS does; `on_invalid` hears of them (security event
 # InvalidMessages when they repeat).
+#
+# A CALL whose unique id repeats one we answered recently (OCPP-J: ids are
+# never reused) is not executed again: it gets a SecurityError CallError and
+# `on_replay` hears of it (security event AttemptedReplayAttacks).
 import asyncio
 import json
 import os
+import time
 from binascii import hexlify
 from firmware.ocpp import validate
 from firmware.ocpp.schema16 import ACTIONS, REQUESTS, RESPONSES
@@ -22,6 +27,8 @@ RESULT = 3
 ERROR = 4
 MAX_ID = 36
 MAX_BACKLOG = 4
+REPLAY_KEEP = 32  # unique ids of CSMS CALLs we answered, remembered ...
+REPLAY_MS = 900000  # ... for this long: a CALL that repeats one is a replay
 
 
 class CallError(Exception):
@@ -50,6 +57,10 @@ class Rpc:
         self.on_invalid = None  # fn(count, why), for the security log
         self.on_message = None  # fn(direction, text), for traces and tests
         self.on_detach = None  # fn(), when the link is gone
+        self.on_replay = None  # fn(uid, action): a CALL reused an answered id
+        self.on_memory = None  # fn(where): a handler ran out of memory
+        self.replays = 0
+        self._answered = []  # [(uid, ticks)] of CSMS CALLs answered, oldest first
         self.quiet = False  # boot Rejected: the CSMS's CALLs get no answer
         self.invalid = 0  # frames we could not answer
         self.errors_sent = 0
@@ -199,10 +210,25 @@ class Rpc:
             uid, msg = self._calls[0]
             try:
                 await self._on_call(uid, msg)
+                self._remember(uid)  # answered: a resend after a lost answer is no replay
             except Exception as e:  # the link went while answering
                 self.log.info("ocpp", "answer to %s not sent: %r" % (uid, e))
             self._calls.pop(0)
             self._room.set()
+
+    def _remember(self, uid):
+        now = self.clock.ticks_ms()
+        a = self._answered
+        while a and (len(a) >= REPLAY_KEEP or time.ticks_diff(now, a[0][1]) > REPLAY_MS):
+            a.pop(0)
+        a.append((uid, now))
+
+    def _replayed(self, uid):
+        now = self.clock.ticks_ms()
+        for u, t in self._answered:
+            if u == uid and time.ticks_diff(now, t) <= REPLAY_MS:
+                return True
+        return False
 
     async def _error(self, uid, code, desc):
         self.errors_sent += 1
@@ -213,6 +239,11 @@ class Rpc:
         if len(msg) != 4 or not isinstance(msg[2], str):
             return await self._error(uid, "FormationViolation", "CALL must be [2, id, action, payload]")
         action, payload = msg[2], msg[3]
+        if self._replayed(uid):
+            self.replays += 1
+            if self.on_replay:
+                self.on_replay(uid, action[:40])
+            return await self._error(uid, "SecurityError", "unique id %s was already used" % uid)
         if action not in ACTIONS:
             return await self._error(uid, "NotImplemented", "unknown action %s" % action[:40])
         fn = self.handlers.get(action)
@@ -226,6 +257,10 @@ class Rpc:
             result = await fn(payload)
         except CallError as ce:
             return await self._error(uid, ce.code, ce.description)
+        except MemoryError:
+            if self.on_memory:
+                self.on_memory(action)
+            return await self._error(uid, "InternalError", "%s: out of memory" % action)
         except Exception as ex:  # a handler bug answers InternalError, never a crash
             self.log.error("ocpp", "%s handler failed: %r" % (action, ex))
             return await self._error(uid, "InternalError", "%s failed" % action)

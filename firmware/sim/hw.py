@@ -16,6 +16,7 @@
 #   power_w[i], current_ma[i], voltage_mv[i]
 #   locked[i]             connector lock feedback (True = locked)
 #   temp_dc               enclosure temperature, 0.1 C (None when the sensor fails)
+#   tamper                enclosure tamper switch (True = opened); optional, boards without one omit it
 #   pilot(i, duty)        per mille PWM at 1 kHz; 1000 = +12 V steady, 0 = -12 V (F)
 #   contactor(i, on)      drive the relay coil
 #   lock(i, on)           drive the connector lock actuator
@@ -40,6 +41,7 @@ class SimHardware:
         self.current_ma = [0] * n
         self.voltage_mv = [0] * n
         self.temp_dc = 250
+        self.tamper = plant.tamper
         self.wdt = None
         self.on_change = None  # the station's wake-up, when the bench changes an input
         # Apply what the plant already holds (welded contacts after a power cut).
@@ -67,6 +69,7 @@ class SimHardware:
             else:
                 self.meter_wh[i] = None
                 self.current_ma[i] = int(o.ev.draw_ma)  # the CT still measures
+        self.tamper = p.tamper
         t = p.thermal
         self.temp_dc = int(t.temp * 10) if t.sensor_ok else None
 

@@ -42,6 +42,7 @@ class Plant:
         self.rng = Rng(seed)
         self.outlets = [Outlet(self.rng, voltage_mv, phases) for _ in range(connectors)]
         self.thermal = Thermal()
+        self.tamper = False  # the enclosure's tamper switch: True = opened
         self.now = None
         self.wall = 0  # epoch seconds the plant was last saved at (sim board)
         self.path = path
@@ -141,6 +142,7 @@ class Plant:
     def to_dict(self):
         return {
             "wall": self.wall,
+            "tamper": self.tamper,
             "thermal": self.thermal.to_dict(),
             "outlets": [{"ev": o.ev.to_dict(), "pp_ohm": o.pp_ohm, "pp_open": o.pp_open, "residual_ma": o.residual_ma,
                          "ground_ok": o.ground_ok, "pilot_f": o.pilot_f, "meter_wh": o.meter.wh,
@@ -152,6 +154,7 @@ class Plant:
 
     def load(self, d):
         self.wall = d.get("wall", 0)
+        self.tamper = d.get("tamper", False)  # an opened enclosure stays open unpowered
         self.thermal.load(d.get("thermal", {}))
         for o, od in zip(self.outlets, d.get("outlets", [])):
             o.ev.load(od.get("ev", {}))

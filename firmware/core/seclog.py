@@ -1,0 +1,92 @@
+# The security log (audit trail): who did what to the charger, and when.
+#
+# One line per entry, "<ISO time> <who> <what>\n", who being CSMS, bench,
+# usb or charger. Appended to the store (Store.append) and rotated to one
+# older file, so it stays bounded (2 x MAX_BYTES) and survives reboots; a
+# power cut can lose at most the line being written. Callers never pass
+# secrets; as a second line of defence, strings registered with hide() are
+# masked before anything reaches flash.
+from firmware.ocpp import timefmt
+
+NAME = "seclog.txt"
+MAX_BYTES = 8192  # per file; the rotated one doubles what is kept
+MAX_WHAT = 300  # an entry is one line of bounded length
+WHO = ("CSMS", "bench", "usb", "charger")
+
+
+class SecLog:
+    def __init__(self, store, clock, name=NAME, max_bytes=MAX_BYTES):
+        self.store = store
+        self.clock = clock
+        self.name = name
+        self.max_bytes = max_bytes
+        self.secrets = []  # values that must never be written (hide())
+        self.written = 0
+
+    def hide(self, secret):
+        if secret and secret not in self.secrets:
+            self.secrets.append(secret)
+
+    def clean(self, text):
+        text = str(text).replace("\r", " ").replace("\n", " ")
+        for s in self.secrets:
+            if s in text:
+                text = text.replace(s, "(secret)")
+        return text[:MAX_WHAT]
+
+    def add(self, who, what):
+        if who not in WHO:
+            who = "charger"  # a bad caller must not break the line format
+        line = "%s %s %s\n" % (timefmt.format(self.clock.wall()), who, self.clean(what))
+        try:
+            self.store.append(self.name, line, self.max_bytes)
+            self.written += 1
+        except OSError:
+            pass  # a full or failing flash must not stop the caller (the event still goes out)
+        return line
+
+    def _files(self):
+        p = self.store.path(self.name)
+        return (p + ".1", p)  # oldest first
+
+    def _each(self, since, until):
+        # Lines (without the newline) whose time is inside [since, until].
+        for p in self._files():
+            try:
+                f = open(p)
+            except OSError:
+                continue
+            with f:
+                for line in f:
+                    if not line.endswith("\n"):
+                        continue  # the torn last line of a power cut
+                    t = timefmt.parse(line[:20])
+                    if t is None:
+                        continue
+                    if (since is not None and t < since) or (until is not None and t > until):
+                        continue
+                    yield line[:-1]
+
+    def lines(self, since=None, until=None):
+        # since / until: epoch seconds or None (open end).
+        return list(self._each(since, until))
+
+    def tail(self, n):
+        out = self.lines()
+        return out[-n:] if n else []
+
+    def export(self, path, since=None, until=None):
+        # Write the entries of the window to path, line by line (never the
+        # whole log in RAM). Returns the number of lines.
+        n = 0
+        with open(path, "w") as f:
+            for line in self._each(since, until):
+                f.write(line + "\n")
+                n += 1
+        return n
+
+    def clear(self, who):
+        # Empties the log; the first entry afterwards says who cleared it.
+        self.store.remove(self.name + ".1")
+        self.store.remove(self.name)
+        return self.add(who, "SecurityLogWasCleared")
