@@ -45,6 +45,10 @@ class Station:
         self._tasks = []
         self.ocpp = None  # the OCPP client, when one is attached (firmware/ocpp/client.py)
         self.reboot = None  # the board's reboot, for OCPP Reset
+        self.updater = None  # the board's firmware.ota.update.Updater, if it has slots
+        self.boot_info = {}  # the boot loader's word: slot, report, trial, rolled_back
+        self.on_confirmed = []  # run when a trial image is confirmed healthy
+        self.running = False
         self._saved_at = self.booted_at
         self.tick_errors = 0
         log.info("station", "boot %d: firmware %s slot %s, %d connector(s), id %s"
@@ -165,7 +169,21 @@ class Station:
                     c.faults.clear("watchdog", "control task running again")
 
     # --- life cycle ----------------------------------------------------------
+    def health(self):
+        """None when the charger runs as it should, else why not (a trial
+        image is confirmed only when healthy)."""
+        if not self.running:
+            return "stopped"
+        if self.watchdog.stalled:
+            return "control task stalled"
+        if self.tick_errors:
+            return "control tick raised %d times" % self.tick_errors
+        if not self.control.late.count:
+            return "control loop not running yet"
+        return None
+
     def start(self):
+        self.running = True
         self._tasks = [asyncio.create_task(self.control.run()),
                        asyncio.create_task(self.watchdog.run()),
                        asyncio.create_task(self.store_task())]
@@ -174,6 +192,7 @@ class Station:
 
     def stop(self):
         # Orderly shutdown (reboot): open, save, cancel tasks.
+        self.running = False
         self.hw.safe(self.clock.ticks_ms())
         if self.ocpp:
             self.ocpp.stopped = True  # also ends its task when it is the one rebooting us

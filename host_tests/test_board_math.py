@@ -321,8 +321,13 @@ class FakeWdt:
 
 class FakePort:
     NAME = "fake ESP32"
+    TARGET = "esp32"
     WDT_MS = 1000
     BOOT_WINDOW_MS = 0
+
+    def slots(self, store, log=None, **kw):
+        from firmware.ota.slots import Slots
+        return Slots(store, self.root + "/slots", log=log, **kw)
 
     def __init__(self, root="/tmp", ct_rms_mv=0):
         self.root = root

@@ -1,4 +1,7 @@
 """A charger is an object: several run in one process without sharing state."""
+import os
+
+from fwproc import ROOT
 from mp import run_mp
 
 FLEET = r"""
@@ -57,18 +60,20 @@ def test_three_stations_in_one_loop(tmp_path):
     assert a[3] > 0 and b[3] > 0 and a[3] != b[3]
 
 
-MODULES = """
-firmware.core.clock firmware.core.store firmware.core.log firmware.core.config firmware.core.sched
-firmware.evse.pilot firmware.evse.faults firmware.evse.contactor firmware.evse.derate firmware.evse.meter
-firmware.evse.connector firmware.station firmware.bench firmware.repl firmware.version
-firmware.sim.ev firmware.sim.contactor firmware.sim.thermal firmware.sim.meter firmware.sim.plant
-firmware.sim.hw firmware.core.rng boards.unix.board boards.unix.control
-firmware.net.ws firmware.net.http firmware.net.backoff firmware.ocpp.rpc firmware.ocpp.validate
-firmware.ocpp.schema16 firmware.ocpp.timefmt firmware.ocpp.keys firmware.ocpp.queue firmware.ocpp.auth
-firmware.ocpp.reserve firmware.ocpp.smart firmware.ocpp.tar firmware.ocpp.fwmgmt firmware.ocpp.handlers
-firmware.ocpp.client firmware.ota firmware.ota.sha firmware.ota.der firmware.ota.rsa firmware.ota.ecdsa
-firmware.ota.verify firmware.ota.bundle firmware.ota.slots
-""".split()
+def _firmware_modules():
+    # Every module under firmware/ (so a new one cannot slip past), plus the
+    # board code that runs on the Unix port.
+    out = []
+    for base, dirs, files in os.walk(os.path.join(ROOT, "firmware")):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(("_", ".")))
+        rel = os.path.relpath(base, ROOT).replace(os.sep, ".")
+        for f in sorted(files):
+            if f.endswith(".py") and f != "manifest.py":
+                out.append(rel if f == "__init__.py" else rel + "." + f[:-3])
+    return out + ["boards.unix.board", "boards.unix.control", "boards.common.loader"]
+
+
+MODULES = _firmware_modules()
 
 CHECK = r"""
 def frozen(v, depth=0):

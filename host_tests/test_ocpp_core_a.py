@@ -380,6 +380,7 @@ def test_tc_007_regular_start_charging_session_cached_id(make_csms, make_fw):
         ("StatusNotification", {"connectorId": 1, "status": "Preparing"}),
         ("StartTransaction", {"connectorId": 1, "idTag": TAG}),
         ("StatusNotification", {"connectorId": 1, "status": "Charging"})])
+    until(fw, lambda: results(csms, "StartTransaction", mark), what="StartTransaction answered")
     assert results(csms, "StartTransaction", mark)[0].payload["idTagInfo"]["status"] == "Accepted"
     # Stop it with the same card and unplug.
     fw.cmd("token", tag=TAG)

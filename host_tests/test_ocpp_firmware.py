@@ -2,17 +2,19 @@
 over HTTP (resuming, retrying) and hands the image to the installer;
 GetDiagnostics uploads a real archive. Statuses reach the CSMS in order."""
 import io
-import os
 import tarfile
 
 import pytest
 
 from ocpp_helpers import CP, iso_in, online_pair
+from ota_helpers import kit, security_events  # noqa: F401
 
 
 @pytest.fixture
-def online(make_csms, make_fw):
-    return online_pair(make_csms, make_fw, http_port=0)
+def online(make_csms, make_fw, kit):  # noqa: F811
+    # The manufacturer root is installed: a legacy UpdateFirmware image must
+    # carry a signature that chains to it (release.py sign --embed).
+    return online_pair(make_csms, make_fw, sets=["fw_root=" + kit.root(), "ota_confirm_s=30"], http_port=0)
 
 
 def statuses(csms, action):
@@ -34,20 +36,20 @@ def put_image(csms, name, data):
     return csms.file_url(name)
 
 
-def test_tc_044_1_download_and_install(online):
+def test_tc_044_1_download_and_install(online, kit):  # noqa: F811
     csms, fw = online
-    url = put_image(csms, "fw-2.bin", b"CHARGER-FW" + os.urandom(40000))
+    url = put_image(csms, "fw-2.bin", kit.files["good"]["signed"].read_bytes())
     mark = csms.mark()
     csms.call_sync(CP, "UpdateFirmware", {"location": url, "retrieveDate": iso_in(fw, 5)})
     seen = run_until(csms, fw, "FirmwareStatusNotification", "Installed")
     assert seen == ["Downloading", "Downloaded", "Installing", "Installed"]
     boots = csms.messages(cp=CP, action="BootNotification", direction="in", after=mark)
-    assert len(boots) == 1  # it rebooted into the new image
+    assert [b.payload["firmwareVersion"] for b in boots] == ["0.2.0"]  # it rebooted into the new image
 
 
-def test_tc_044_1_waits_for_the_retrieve_date_and_the_transaction(online):
+def test_tc_044_1_waits_for_the_retrieve_date_and_the_transaction(online, kit):  # noqa: F811
     csms, fw = online
-    url = put_image(csms, "fw-3.bin", b"CHARGER-FW" + b"x" * 1000)
+    url = put_image(csms, "fw-3.bin", kit.files["good"]["signed"].read_bytes())
     fw.cmd("plug", amps=32)
     fw.cmd("ev", state="C")
     fw.cmd("token", tag="CARD1")
@@ -80,6 +82,17 @@ def test_tc_044_3_installation_failed(online):
     seen = run_until(csms, fw, "FirmwareStatusNotification", "InstallationFailed")
     assert seen == ["Downloading", "Downloaded", "Installing", "InstallationFailed"]
     assert fw.status()["boots"] == 1  # nothing changed: no reboot
+    assert "InvalidFirmwareSignature" in [e["type"] for e in security_events(csms)]
+
+
+def test_tc_044_3_unsigned_bundle_is_never_installed(online, kit):  # noqa: F811
+    # A real bundle, but without the signature a legacy request cannot carry.
+    csms, fw = online
+    url = put_image(csms, "unsigned.bin", kit.files["good"]["bundle"].read_bytes())
+    csms.call_sync(CP, "UpdateFirmware", {"location": url, "retrieveDate": iso_in(fw, 0)})
+    seen = run_until(csms, fw, "FirmwareStatusNotification", "InstallationFailed")
+    assert seen == ["Downloading", "Downloaded", "Installing", "InstallationFailed"]
+    assert fw.status()["slot"] == "F" and fw.status()["boots"] == 1
 
 
 def test_tc_045_1_get_diagnostics_uploads_an_archive(online):

@@ -94,7 +94,7 @@ def test_status_block(repl):
     out = repl.run("status()")
     fw = repl.fw
     checks = [
-        r"SIM0001\s+firmware 0\.\d+\.\d+ \(slot A\)",  # firmware version
+        r"SIM0001\s+firmware 0\.\d+\.\d+ \(slot [ABF]\)",  # firmware version and the image it runs from
         r"boot #1",
         r"up 0:00:03",  # uptime
         r"temperature \d+\.\d C\s+derate 100%",  # temperature and derate

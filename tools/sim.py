@@ -62,6 +62,15 @@ def main():
     ap.add_argument("--csms-url", help="use this CSMS instead of the dev one (ws:// or wss://, without the id)")
     args, rest = ap.parse_known_args()
     os.makedirs(args.dir, exist_ok=True)
+    # Development manufacturer keys: the simulated charger trusts their root,
+    # so a bundle signed with them installs (README: "Updating a charger").
+    keys = os.path.join(args.dir, "release-keys")
+    if not os.path.exists(os.path.join(keys, "root.pem")):
+        sys.path.insert(0, ROOT)
+        from tools import release
+        release.make_keys(keys, root_cn="Development Manufacturer Root", signing_cn="Development Firmware Signing")
+        print("development release keys in %s" % keys)
+    rest = ["--set", "fw_root=" + os.path.abspath(os.path.join(keys, "root.pem"))] + rest
     csms = None
     if args.csms_url:
         rest = ["--set", "csms_url=" + args.csms_url] + rest

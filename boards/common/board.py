@@ -7,7 +7,9 @@
 #   1. a "maintenance" flag file left by maintenance(): stop here (plain REPL)
 #   2. config.json from the store, the pin map checked; outputs parked safe
 #   3. boot window (1 s): boot_skip pin low, a board button or Ctrl-C stops here
-#   4. hardware + station, slow (meter/NTC) task, hardware watchdog, bench REPL
+#   4. hardware; the station from the image the boot record names (an
+#      installed update's slot, or this factory image: boards/common/loader.py);
+#      slow (meter/NTC) task, hardware watchdog, bench REPL
 # Stopping at 1 or 3 leaves the plain MicroPython REPL without a watchdog,
 # which is what mpremote needs to copy files.
 import asyncio
@@ -19,12 +21,13 @@ from firmware.core.log import Log
 from firmware.core.store import Store
 from firmware.core import config as config_mod
 from firmware.core.config import ConfigError
-from firmware.station import Station
 from firmware.bench import Bench
 from firmware import repl as repl_mod
+from firmware.version import VERSION as FACTORY_VERSION
 from boards.common import pinmap
 from boards.common.pinmap import PinError
 from boards.common import hal
+from boards.common import loader
 
 MAINT_FILE = "maintenance"
 PLANT_FILE = "plant.json"
@@ -72,6 +75,9 @@ class DevBoard:
         self.hw = None
         self.plant = None
         self.station = None
+        self.slots = port.slots(self.store, self.log, factory_version=FACTORY_VERSION)
+        self.loader = loader.Loader(self.slots)
+        self.trial = None
         self._tasks = []
 
     def _path(self, name):
@@ -151,8 +157,23 @@ class DevBoard:
                          % (cfg["connectors"], self.hw.connectors))
         self.hw.wdt = self.wdt
         log.info("board", "%s, %s mode, store %s" % (self.name, self.mode, self.root))
-        self.station = Station(self.hw, self.clock, self.store, cfg, self.log)
+        self.station = self.loader.boot(self._start)
         return self.station
+
+    def _start(self, slot, report, failures):
+        # Runs with `firmware` read from the chosen image.
+        from firmware.station import Station
+        from firmware.ota.update import Updater
+        for why in failures:
+            self.log.error("boot", why)
+        self.log.info("boot", "image %s (%s): %s" % (slot, self.slots.version(slot), report))
+        st = Station(self.hw, self.clock, self.store, self.cfg, self.log, slot=slot)
+        st.reboot = self.reboot
+        st.updater = Updater(self.slots, self.port.TARGET, self.log)
+        st.boot_info = self.loader.boot_info(slot, report, failures)
+        st.start()
+        self.trial = self.loader.watch(st, self.reboot, self.cfg)
+        return st
 
     def _warn_unfitted(self, cfg):
         # Optional inputs that are not wired weaken protection: say which.
@@ -179,7 +200,6 @@ class DevBoard:
             self.stopped("boot_skip held")
             return
         self.boot()
-        self.station.start()
         if self.plant is None:
             self._tasks.append(asyncio.create_task(self.hw.run_slow(self.clock, self.log)))
         self.wdt.start(self.port.WDT_MS)
@@ -190,7 +210,10 @@ class DevBoard:
         print("%s %s mode: bench REPL, help() lists the commands; maintenance() or Ctrl-D "
               "reboots without the charger (for mpremote)" % (self.name, self.mode))
         try:
-            await repl_mod.repl(ns, raw=True)  # the UART: we echo, Ctrl-C drops the line
+            # The UART: we echo, Ctrl-C drops the line; Ctrl-C Ctrl-A is mpremote.
+            if await repl_mod.repl(ns, raw=True) == repl_mod.HANDOVER:
+                self.handover()
+                return
         except Exception as e:
             # No console must not mean no charger: keep running without it.
             self.log.error("board", "bench REPL failed: %r; charger runs on" % e)
@@ -237,6 +260,41 @@ class DevBoard:
     def powercut(self):
         # As a pulled plug: nothing saved (the simulated world is lost too).
         self.port.reset()
+
+    def handover(self):
+        # mpremote asked for the raw REPL (firmware/repl.py). Why this is safe:
+        # - hw.safe() runs first, synchronously, with no await and no I/O
+        #   before it (the REPL returns without printing): coils off
+        #   (contactors open), pilot at F. The EV sees F and stops drawing.
+        #   Then station.stop() cancels the tasks and saves the records.
+        # - After it no charger code runs: the control task is cancelled and
+        #   the outputs stay at the safe levels it set.
+        # - machine.WDT cannot be stopped once started (ESP32, RP2040), and
+        #   nothing would feed it under mpremote, so it would reset the board
+        #   in the middle of a file copy. Instead we reboot at once into the
+        #   maintenance boot: no charger, no watchdog, the plain MicroPython
+        #   REPL, which is what mpremote's raw REPL needs. The flag is taken
+        #   at that boot, so the next reset starts the charger again.
+        #   mpremote's own first attempt times out during that reboot; run
+        #   the command again (tools/flash_bundle.py retries by itself).
+        # - Without a running watchdog (not started yet) we simply leave the
+        #   charger program: main() returns and MicroPython's REPL takes over.
+        if self.hw is not None:
+            self.hw.safe()  # first: before any print, save or file write
+        if self.station is not None:
+            try:
+                self.station.stop()
+            except Exception as e:  # outputs are safe already; still hand over
+                self.log.error("board", "stop before hand-over: %r" % e)
+        self.log.warn("board", "console handed over to mpremote: charger stopped")
+        if self.wdt.running():
+            print("charger stopped for mpremote; rebooting into the plain REPL (maintenance), "
+                  "run the mpremote command again")
+            with open(self._path(MAINT_FILE), "w") as f:
+                f.write("1")
+            self.port.reset()
+            return
+        print("charger stopped for mpremote; plain REPL")
 
     def maintenance(self):
         # Reboot into the plain REPL (no charger, no watchdog) once.

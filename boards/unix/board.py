@@ -2,21 +2,27 @@
 # control channel, and reboot / power-cut as the process sees them.
 #
 # <dir>/flash   the firmware's store (what survives on a board's flash)
+# <dir>/flash/slots/A, B   installed firmware images (.mpy), see firmware/ota/slots.py
 # <dir>/plant.json   the world outside the charger (EV, meter, temperature),
 #               which does not forget when the charger loses power
+#
+# This board is also the boot loader: the repository's source tree is its
+# factory image, and an update installed into a slot is what `import
+# firmware...` reads after the next boot (boards/common/loader.py). The board
+# itself (clock, flash, simulated hardware) stays as it was started.
 import os
 import sys
 from firmware.core.clock import RealClock, SimClock
-from firmware.core.log import Log
 from firmware.core.store import Store
-from firmware.core import config as config_mod
 from firmware.sim.plant import Plant
 from firmware.sim.hw import SimHardware
-from firmware.station import Station
-from firmware.bench import Bench, BenchError, check_args
+from firmware.ota.slots import Slots
+from firmware.version import VERSION as FACTORY_VERSION
+from firmware.bench import BenchError, check_args
+from boards.common import loader
 
 WDT_MS = 5000  # the simulated hardware watchdog's timeout
-BUNDLE_MAGIC = b"CHARGER-FW"  # what a firmware bundle file starts with
+TARGET = "unix"  # the hardware target this board takes from an update bundle
 
 
 class SimWdt:
@@ -59,24 +65,45 @@ class UnixBoard:
             self.clock.set_wall(self.plant.wall)
         self.hw = SimHardware(self.plant)
         self.hw.wdt = SimWdt(self)  # its task starts with the board's loop (main.run)
-        self.bench = Bench(self)
+        self.slots = Slots(self.store, d + "/flash/slots", factory_version=FACTORY_VERSION)
+        self.loader = loader.Loader(self.slots, lambda line: self.out.write(line + "\n"))
+        self.bench = None
         self.station = None
         self.log = None
+        self.trial = None
 
     def boot(self):
+        # The boot loader: choose the image, import the charger from it, start.
+        return self.loader.boot(self._start)
+
+    def _start(self, slot, report, failures):
+        from firmware.core.log import Log
+        from firmware.core import config as config_mod
+        from firmware.station import Station
+        from firmware.bench import Bench
+        from firmware.ota.update import Updater
         echo = (lambda line: self.out.write(line + "\n")) if self.opts["echo_log"] else None
         self.log = Log(self.clock, echo=echo)
         self.store.log = self.log
+        self.slots.log = self.log
+        self.bench = Bench(self)
         cfg, errors = config_mod.load(self.store, self.opts["set"])
         for e in errors:
             self.log.error("config", e)
         self.log.level = cfg["log_level"]
-        self.station = Station(self.hw, self.clock, self.store, cfg, self.log)
-        self.station.reboot = self.reboot
+        for why in failures:
+            self.log.error("boot", why)
+        self.log.info("boot", "image %s (%s): %s" % (slot, self.slots.version(slot), report))
+        self.station = Station(self.hw, self.clock, self.store, cfg, self.log, slot=slot)
+        st = self.station
+        st.reboot = self.reboot
+        st.updater = Updater(self.slots, TARGET, self.log)
+        st.boot_info = self.loader.boot_info(slot, report, failures)
         if cfg["csms_url"]:
             self._attach_ocpp(cfg)
-        self.station.start()
-        return self.station
+        st.start()
+        self.trial = self.loader.watch(st, self.reboot, cfg)
+        return st
 
     def _attach_ocpp(self, cfg):
         # Imported only when a CSMS is configured: a free-vend charger does not
@@ -91,9 +118,16 @@ class UnixBoard:
                     ca = f.read()
             except OSError as e:
                 self.log.error("config", "csms_ca: cannot read %s: %s; wss:// will be refused" % (cfg["csms_ca"], e))
+        tls_url = cfg["csms_tls_url"]
+        # Security profiles (firmware/ocpp/profile.py): the certificate files
+        # seed the charger's certificate store at first boot; the link
+        # arguments are worked out anew for every connection.
         opts = {"url": cfg["csms_url"].rstrip("/") + "/" + cp_id, "id": cp_id,
+                "tls_url": tls_url.rstrip("/") + "/" + cp_id if tls_url else "",
+                "auth_key": cfg["auth_key"], "security_profile": cfg["security_profile"],
                 "basic": (cp_id, cfg["auth_key"]) if cfg["auth_key"] else None, "ca": ca,
-                "serial": "SIM-" + cp_id, "installer": self.install}
+                "ca_path": cfg["csms_ca"], "fw_root": cfg["fw_root"], "cp_cert": cfg["cp_cert"],
+                "cp_key": cfg["cp_key"], "serial": "SIM-" + cp_id, "installer": self.install}
         OcppClient(self.station, opts, connect)
 
     async def install(self, path):
@@ -124,6 +158,15 @@ class UnixBoard:
             raise BenchError("advance: only with --time step")
         await self.clock.advance(ms)
         return {"t": self.clock.ticks_ms()}
+
+    def cut_after(self, req):
+        # Test hook: {"n": K} cuts the power at the K-th write boundary from
+        # now (store records, download flushes, installed files); n=0 disarms.
+        # Replies with the boundaries passed so far, so a sweep can count them.
+        n = req.get("n", 0)
+        if not isinstance(n, int) or n < 0:
+            raise BenchError("cut_after: n must be an int >= 0")
+        return {"boundaries": self.store.arm_cut(n)}
 
     def reboot(self):
         # A soft reboot: the coil drops, the firmware saves what it holds and

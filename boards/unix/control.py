@@ -94,6 +94,8 @@ class ControlChannel:
                 raise BenchError("request needs an \"op\" string")
             if op == "advance":
                 r = await self.board.advance(req)
+            elif op == "cut_after":
+                r = self.board.cut_after(req)
             else:
                 r = self.board.bench.call(op, req)
             reply = {"ok": True}

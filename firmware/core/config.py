@@ -25,9 +25,21 @@ SCHEMA = {
     "derate": ("derate", None, 0, 0, "thermal derating curve"),
     "pins": ("dict", None, 0, 0, "board pin map overrides"),
     "log_level": ("int", 20, 10, 40, "log level (10 debug .. 40 error)"),
+    "ota_confirm_s": ("int", 60, 1, 3600, "a trial firmware image confirms itself after running healthy "
+                      "this long (and BootNotification Accepted, with a CSMS)"),
+    "ota_trial_s": ("int", 600, 10, 86400, "a trial image not confirmed by then reboots (a failed trial boot)"),
     "csms_url": ("str", "", 0, 512, "OCPP 1.6J CSMS URL ws://host:port/path (the id is appended); empty = free vend"),
     "auth_key": ("str", "", 0, 40, "HTTP Basic password toward the CSMS (security profile 1/2)"),
     "csms_ca": ("str", "", 0, 200, "CA certificate file (PEM or DER) that signs the CSMS's, for wss://"),
+    # Security profiles (OCPP 1.6 security whitepaper); see firmware/ocpp/profile.py.
+    "csms_tls_url": ("str", "", 0, 512, "wss:// URL for security profile 2/3 when csms_url is ws:// "
+                     "(empty: csms_url's host:port with wss://)"),
+    "security_profile": ("int", -1, -1, 3, "security profile at first boot, 0-3 (the CSMS may only "
+                         "raise it); -1: from the URL and credentials"),
+    "cp_cert": ("str", "", 0, 200, "charge point certificate file (PEM or DER), security profile 3"),
+    "cp_key": ("str", "", 0, 200, "its private key file (PEM or DER)"),
+    "fw_root": ("str", "", 0, 200, "manufacturer root certificate file (PEM or DER) for signed firmware, "
+                "installed at first boot"),
 }
 
 # What a present but bad value falls back to, where the default is not the

@@ -53,11 +53,12 @@ class OcppClient:
         self.phases = station.cfg["phases"]
         self.profiles = Profiles(self.store, self.log, station.cfg["voltage_v"], self.phases)
         self.pending_profiles = {}  # connector id -> TxProfile from RemoteStartTransaction
-        self.fw = FirmwareManagement(self, opts.get("installer"))
+        self.fw = FirmwareManagement(self)
         self.apply_keys()
         self.tx_reservation = {}  # connector id -> reservationId for the next StartTransaction
         self.state = "offline"  # offline, connecting, booting, pending, rejected, accepted
         self.registered = False
+        self.accepted_once = False
         self.reported = {}  # connector id -> (status, errorCode) last sent
         self.events = []  # connector events noted by the control loop, handled here
         self.wake = asyncio.Event()  # the sender: something to send
@@ -245,10 +246,7 @@ class OcppClient:
         # Repeated garbage from the CSMS is a security event (InvalidMessages).
         if count % 10 == 0:
             self.log.error("ocpp", "%d frames from the CSMS could not be answered (%s)" % (count, why))
-            self.queue.push("SecurityEventNotification", {
-                "type": "InvalidMessages", "timestamp": timefmt.format(self.clock.wall()),
-                "techInfo": "%d unanswerable frames, last: %s" % (count, why)})
-            self.wake.set()
+            self.security.event("InvalidMessages", "%d unanswerable frames, last: %s" % (count, why), "CSMS")
 
     def _link_lost(self):
         self.registered = False  # decide offline from now on, not at the next send
@@ -292,8 +290,10 @@ class OcppClient:
                 self.state = "offline"
                 ms = backoff.next_ms()
                 self.log.warn("ocpp", "connect failed (%s); retry in %d ms" % (e, ms))
+                profile.connect_failed(self, e)  # a security event, once per failure streak
                 await self.clock.sleep_ms(ms)
                 continue
+            profile.connected(self)
             backoff.reset()
             self.connections += 1
             self.ws = ws
@@ -384,6 +384,7 @@ class OcppClient:
                     self.keys.values["HeartbeatInterval"] = interval
                 self.state = "accepted"
                 self.registered = True
+                self.accepted_once = True  # a trial image's proof that it reaches the CSMS
                 self.log.info("ocpp", "boot accepted, heartbeat %d s" % self.keys.get("HeartbeatInterval"))
                 return
             self.state = "pending" if r["status"] == "Pending" else "rejected"
@@ -411,9 +412,11 @@ class OcppClient:
         if t is not None:
             self.time_synced = True
         if t is not None and abs(t - self.clock.wall()) > 2:
+            was = timefmt.format(self.clock.wall())
             self.clock.set_wall(t)
             self.next_aligned = None  # re-anchor clock-aligned values to the new time
             self.log.info("ocpp", "clock set to %s from the CSMS" % stamp)
+            self.security.event("SettingSystemTime", "clock set from %s to %s" % (was, stamp[:40]), "CSMS")
 
     async def _session(self, reader):
         await self._boot(reader)
