@@ -15,7 +15,7 @@ SIM_ARGS ?=
 # Every module that runs on a board: the firmware package and the board layers.
 MPY_SRC := $(shell find firmware boards -name '*.py' ! -name 'manifest.py' | sort)
 
-.PHONY: all venv sim test mpy bench clean
+.PHONY: all venv sim test mpy bench clean flash-bundle
 
 all: test
 
@@ -46,6 +46,15 @@ test: $(STAMP) mpy
 
 bench: $(STAMP)
 	$(BIN)/python tools/bench/run.py
+
+# The bench technician's USB update: a signed bundle (release.py sign --embed)
+# checked here, then copied to the board, verified there and installed into
+# the inactive slot with mpremote (tools/flash_bundle.py; README "USB update").
+BUNDLE ?=
+PORT ?=
+flash-bundle: $(STAMP)
+	@test -n "$(BUNDLE)" || { echo "usage: make flash-bundle BUNDLE=fw.signed [PORT=/dev/ttyUSB0] [FLASH_ARGS=--dry-run]"; exit 2; }
+	$(BIN)/python tools/flash_bundle.py $(BUNDLE) $(if $(PORT),--port $(PORT)) $(FLASH_ARGS)
 
 clean:
 	rm -rf build $(VENV) .pytest_cache .hypothesis

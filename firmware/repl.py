@@ -89,13 +89,41 @@ def namespace(bench):
     return ns
 
 
+# The hand-over to mpremote. When mpremote connects it asks for MicroPython's
+# raw REPL: b"\r\x03" (Ctrl-C: interrupt the running program), it drains the
+# input, then b"\r\x01" (Ctrl-A: raw REPL). Our raw console ignores Ctrl-C
+# (kbd_intr(-1): a stray Ctrl-C must never kill the charger with a contactor
+# closed), so it watches for that pair itself: Ctrl-C, then only CR/LF/Ctrl-C,
+# then Ctrl-A. repl() then returns HANDOVER and the board stops the station
+# (every contactor open, records saved) before anything else runs, and leaves
+# the charger program for MicroPython's own REPL (boards/common/board.py).
+# A Ctrl-A alone, or Ctrl-C followed by anything else, is not a hand-over.
+HANDOVER = "handover"
+_IDLE = 0
+_CTRL_C = 1
+_REQUEST = 2
+
+
+def handover_step(state, ch):
+    """Feed one console character; returns the new state, _REQUEST (2) when
+    the raw-REPL request (Ctrl-C [CR/LF/Ctrl-C]* Ctrl-A) is complete."""
+    if ch == "\x03":
+        return _CTRL_C
+    if ch == "\x01":
+        return _REQUEST if state == _CTRL_C else _IDLE
+    if state == _CTRL_C and (ch == "\r" or ch == "\n"):
+        return _CTRL_C
+    return _IDLE
+
+
 async def repl(ns, stream=None, raw=False, out=None):
     # raw: a board's UART: we echo and edit the line ourselves, and Ctrl-C
     # comes in as a character that drops the line instead of interrupting the
     # charger. On Unix the terminal does both, and kbd_intr(-1) would make
     # SIGINT kill the process before it can open the contactors, so raw is off
     # there and Ctrl-C ends the firmware through main's safe shutdown.
-    # Ends at end of input.
+    # Ends at end of input or Ctrl-D (returns None) or, raw only, on mpremote's
+    # raw-REPL request (returns HANDOVER, kbd_intr(3) already restored).
     out = out or sys.stdout
     s = stream or asyncio.StreamReader(sys.stdin)
     echo = raw
@@ -108,19 +136,26 @@ async def repl(ns, stream=None, raw=False, out=None):
         except (ImportError, AttributeError):
             pass
     buf = []
+    hs = _IDLE
     out.write(">>> ")
     try:
         while True:
             b = await s.read(1)
             if not b:
-                return
+                return None
             ch = b if isinstance(b, str) else b.decode()
+            if raw:
+                hs = handover_step(hs, ch)
+                if hs == _REQUEST:
+                    return HANDOVER  # no output here: the caller opens contactors first
+            if ch == "\x01":
+                continue  # Ctrl-A without Ctrl-C before it: not a command character
             if ch == "\x03":  # Ctrl-C: drop the line; the charger keeps running
                 buf = []
                 out.write("^C\n>>> ")
                 continue
             if ch == "\x04":
-                return
+                return None
             if ch in "\x08\x7f":
                 if buf:
                     buf.pop()

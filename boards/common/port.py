@@ -7,6 +7,7 @@ import os
 
 class MachinePort:
     NAME = "generic"
+    TARGET = None  # set by each board: "esp32", "rp2040"
     WDT_MS = 4000  # hardware watchdog; the station feeds it every 50 ms
     BOOT_WINDOW_MS = 1000  # boot_skip / Ctrl-C accepted this long after reset
 
@@ -58,6 +59,13 @@ class MachinePort:
     def skip_pressed(self):
         # A board button that asks to skip the firmware (besides boot_skip).
         return False
+
+    def slots(self, store, log=None, **kw):
+        # The A/B application slots: directories on the main filesystem
+        # (<store root>/slots/A, B). The ESP32 port maps them onto partitions.
+        # kw goes to Slots (factory_version: the image the board was flashed with).
+        from firmware.ota.slots import Slots
+        return Slots(store, self.store_root().rstrip("/") + "/slots", log=log, **kw)
 
     def store_root(self):
         # "/flash" on ports that mount the filesystem there, else "/".

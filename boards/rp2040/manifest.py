@@ -14,6 +14,8 @@ package(
         "common/port.py",
         "common/hal.py",
         "common/board.py",
+        "common/usb_update.py",
+        "common/loader.py",
         "rp2040/__init__.py",
         "rp2040/pins.py",
         "rp2040/port.py",

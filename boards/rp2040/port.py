@@ -6,6 +6,7 @@ from boards.rp2040 import pins
 
 class Rp2040Port(MachinePort):
     NAME = "Raspberry Pi Pico"
+    TARGET = "rp2040"  # which files of an update bundle this board takes
     WDT_MS = 4000  # the RP2040 watchdog allows at most 8388 ms
 
     def defaults(self):
