@@ -21,12 +21,11 @@
 # bad_manifest, size_mismatch, wrong_target, downgrade, hash_mismatch
 # (bundle.py), trial_pending, slot_incomplete (slots.py), install_failed
 # (the slot could not be written: the inactive slot is left incomplete, the
-# boot record untouched). An out-of-memory inside the certificate or signature
-# check currently surfaces from verify.py as malformed / bad_signature.
-import binascii
-
+# boot record untouched). The checks are firmware/ota/update.py's, the same
+# an OCPP update goes through.
 from firmware.ota import VerifyError
 from firmware.ota import bundle as _bundle
+from firmware.ota.update import Updater
 
 UNSIGNED = "unsigned"
 
@@ -41,44 +40,32 @@ def read_trailer(path):
         raise VerifyError(_bundle.BAD_SIGNATURE, "trailer: %r" % e)
 
 
-def verify_signed(path, roots, now):
-    """Check trailer, chain and signature; returns (bundle_length, root Certificate)."""
-    t = read_trailer(path)
-    if t is None:
-        raise VerifyError(UNSIGNED, "no CHARGER-SIG1 trailer: sign with tools/release.py sign --embed")
-    n, cert_der, sig = t
+def _roots(roots):
     if isinstance(roots, (str, bytes)):
         from firmware.ota import der
-        roots = der.pem_to_der_all(roots)
-    if not roots:
-        raise VerifyError("unknown_root", "no manufacturer root installed")
-    root = _bundle.verify_bundle(path, binascii.b2a_base64(sig).strip(), cert_der, roots, now, length=n)
-    return n, root
+        return der.pem_to_der_all(roots)
+    return roots
+
+
+def verify_signed(path, roots, now):
+    """Check trailer, chain and signature; returns (bundle_length, root Certificate)."""
+    read_trailer(path)  # a damaged trailer is refused as such
+    return Updater(None, None).verify_signature(path, _roots(roots), now, unsigned=UNSIGNED)
 
 
 def check(path, slots, target, roots, now):
     """Every check of apply() without touching the slots; returns (manifest, root)."""
+    up = Updater(slots, target)
     n, root = verify_signed(path, roots, now)
-    m = _bundle.read_manifest(path)
-    if m["data_offset"] + m["data_size"] != n:
-        raise VerifyError(_bundle.SIZE_MISMATCH, "manifest says %d bytes, trailer %d"
-                          % (m["data_offset"] + m["data_size"], n))
-    if target not in m["targets"] or not any(e["path"].startswith(target + "/") for e in m["files"]):
-        raise VerifyError(_bundle.WRONG_TARGET, "bundle is for %s, this is %s" % (",".join(m["targets"]), target))
+    m, _ = up.check(path, n)  # target, running version (the factory image too), length, every hash
+    # A technician's USB stick is never "the CSMS asked for it": no downgrade,
+    # and the boot record's own refusals (floor, a pending trial) come first.
     r, _ = slots.record()
-    v = _bundle.parse_version(m["version"])
     floor = r.get("min_version")
-    if floor and v < _bundle.parse_version(floor):
+    if floor and _bundle.parse_version(m["version"]) < _bundle.parse_version(floor):
         raise VerifyError(_bundle.DOWNGRADE, "%s is below the floor %s" % (m["version"], floor))
-    cur = slots.version(r["active"]) or r["versions"].get(r["active"])  # also the factory image
-    if cur and v < _bundle.parse_version(cur):
-        # A technician's USB stick is never "the CSMS asked for it": no downgrade.
-        raise VerifyError(_bundle.DOWNGRADE, "%s is older than the running %s" % (m["version"], cur))
     if r["state"] == "trial":
         raise VerifyError("trial_pending", "confirm or roll back the running trial first")
-    why = _bundle.check_bundle(path, m, target, None, False, length=n)  # length + every file's SHA-256
-    if why is not None:
-        raise VerifyError(why, "bundle contents")
     return m, root
 
 
@@ -93,21 +80,13 @@ def apply(path, store, slots, target, roots, now, log=None):
     """
     try:
         m, root = check(path, slots, target, roots, now)
-        r, why = slots.record()
-        if why:
-            # No boot record yet (a board that never booted through the
-            # loader): write down what runs now first, or the default record
-            # recomputed after extraction would make the new slot its own
-            # last-known-good and leave the trial nothing to roll back to.
-            from firmware.ota.slots import RECORD
-            slots.store.write(RECORD, r)
-        slot = slots.install(path, m, target)
+        slot = Updater(slots, target).install(path, m)
     except VerifyError as e:
         if log:
             log.error("ota", "USB update refused: %s" % e)
         _note(store, {"ok": False, "reason": e.reason, "detail": e.detail, "time": now})
         raise
-    except Exception as e:  # OSError while writing the slot, MemoryError, ...
+    except Exception as e:  # MemoryError, ...
         if log:
             log.error("ota", "USB update failed: %r" % e)
         _note(store, {"ok": False, "reason": "install_failed", "detail": repr(e), "time": now})

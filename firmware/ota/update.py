@@ -7,7 +7,7 @@
 #   signature: bad_signature, unknown_root, cert_expired, cert_not_yet_valid,
 #              issuer_mismatch, issuer_not_ca, malformed, unsupported_algorithm
 #   image:     bad_manifest, wrong_target, downgrade, size_mismatch, hash_mismatch
-#   install:   trial_pending, slot_incomplete, io
+#   install:   trial_pending, slot_incomplete, install_failed (the slot could not be written)
 import binascii
 from firmware.ota import VerifyError
 from firmware.ota import bundle
@@ -49,33 +49,38 @@ class Updater:
         r, _ = s.record()
         return s.version(s.running or r["active"])
 
-    def verify_signature(self, path, roots, now, sig_b64=None, cert_pem=None):
+    def verify_signature(self, path, roots, now, sig_b64=None, cert_pem=None, unsigned=bundle.BAD_SIGNATURE):
         """Signature over the file and the signer's chain to an installed root.
 
         Without sig_b64/cert_pem the file must carry its own signature
-        (release.py sign --embed). Returns the bundle's length in the file."""
+        (release.py sign --embed); without one it is refused with reason
+        `unsigned`. Returns (the bundle's length in the file, the root Certificate)."""
         length = None
         if sig_b64 is None:
             t = bundle.read_trailer(path)
             if t is None:
-                raise VerifyError(bundle.BAD_SIGNATURE, "unsigned bundle")
+                raise VerifyError(unsigned, "no signature: sign with tools/release.py sign --embed")
             length, cert_pem, sig = t
             sig_b64 = binascii.b2a_base64(sig)
         if not roots:
             raise VerifyError("unknown_root", "no ManufacturerRootCertificate installed")
-        bundle.verify_bundle(path, sig_b64, cert_pem, roots, now, length=length)
-        return length
+        return length, bundle.verify_bundle(path, sig_b64, cert_pem, roots, now, length=length)
 
     def verify(self, path, roots, now, sig_b64=None, cert_pem=None, allow_downgrade=False):
         """verify_signature, then check. Returns (manifest, bundle length)."""
-        length = self.verify_signature(path, roots, now, sig_b64, cert_pem)
+        length, _ = self.verify_signature(path, roots, now, sig_b64, cert_pem)
         return self.check(path, length, allow_downgrade)
 
     def check(self, path, length=None, allow_downgrade=False):
         m = bundle.read_manifest(path)
-        why = bundle.check_bundle(path, m, self.target, self.running_version(), allow_downgrade, length)
+        running = self.running_version()
+        why = bundle.check_bundle(path, m, self.target, running, allow_downgrade, length)
+        if why == bundle.DOWNGRADE:
+            raise VerifyError(why, "%s is older than the running %s" % (m["version"], running))
+        if why == bundle.WRONG_TARGET:
+            raise VerifyError(why, "bundle is for %s, this is %s" % (",".join(m["targets"]), self.target))
         if why is not None:
-            raise VerifyError(why)
+            raise VerifyError(why, "bundle contents")
         return m, length
 
     def install(self, path, manifest, allow_downgrade=False):
@@ -83,4 +88,4 @@ class Updater:
         try:
             return self.slots.install(path, manifest, self.target, allow_downgrade=allow_downgrade)
         except OSError as e:
-            raise VerifyError("io", repr(e))
+            raise VerifyError("install_failed", repr(e))
