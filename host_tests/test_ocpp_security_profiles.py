@@ -196,6 +196,7 @@ def test_tc_078_invalid_server_certificate_event(make_csms, make_fw, pki, tmp_pa
     assert "signed" in ev[0]["techInfo"] or "certificate" in ev[0]["techInfo"].lower()
     pump(fw, 3000)
     assert len(sec_events(csms, "InvalidCentralSystemCertificate", mark)) == 1  # one per failure streak
+    assert len(sec_events(csms, "CentralSystemFailedToAuthenticate", mark)) == 1
 
 
 def test_malformed_certificates_are_rejected(make_csms, make_fw, pki):
@@ -585,7 +586,8 @@ def test_connect_failures_classified():
     assert p.returncode == 0, p.stderr
     assert [l for l in p.stdout.splitlines() if l.startswith("BAD")][-1] == "BAD []"
     assert [l for l in p.stdout.splitlines() if l.startswith("EV")][-1] == "EV %s" % [
-        "InvalidCentralSystemCertificate", "FailedToAuthenticateAtCentralSystem", "InvalidCentralSystemCertificate"]
+        "InvalidCentralSystemCertificate", "CentralSystemFailedToAuthenticate", "FailedToAuthenticateAtCentralSystem",
+        "InvalidCentralSystemCertificate", "CentralSystemFailedToAuthenticate"]
 
 
 LINK = r"""

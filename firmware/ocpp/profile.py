@@ -120,6 +120,10 @@ def connect_failed(cl, e):
         return
     st.fail_streak.append(ev[0])
     cl.security.event(ev[0], ev[1][:255])
+    if ev[0] == "InvalidCentralSystemCertificate":
+        # The CSMS's credentials (its certificate) were refused here: that is
+        # also what CentralSystemFailedToAuthenticate reports.
+        cl.security.event("CentralSystemFailedToAuthenticate", ev[1][:255])
 
 
 def connected(cl):
