@@ -302,3 +302,30 @@ def test_whole_update_cycle_over_wss_with_security_profile_2(make_csms, make_fw,
     assert len(connects) == 2  # the factory image, then the new one after the reboot
     assert all(e.payload["tls"] and e.payload["user"] == CP for e in connects)
     assert slot_of(fw) == ("A", "0.2.0")
+
+
+def test_downgrade_only_when_the_bundle_allows_it_and_the_csms_asks(online, kit):  # noqa: F811
+    csms, fw = online
+    old = kit.build("older-ok", "0.1.5", allow_downgrade=True)
+    assert signed_request(csms, fw, put(csms, kit, "good"), kit.files["good"], request_id=1)["status"] == "Accepted"
+    assert advance_until(fw, lambda: final(csms, 1)) and slot_of(fw) == ("A", "0.2.0")
+    url = put(csms, kit, "older-ok")
+    # The bundle allows it, but the CSMS did not ask: refused.
+    assert signed_request(csms, fw, url, old, request_id=2)["status"] == "Accepted"
+    assert advance_until(fw, lambda: final(csms, 2))
+    assert signed_statuses(csms, 2)[-1] == "InstallVerificationFailed" and slot_of(fw) == ("A", "0.2.0")
+    # The CSMS asks (vendor key AllowFirmwareDowngrade), for this one update.
+    assert csms.call_sync(CP, "ChangeConfiguration", {"key": "AllowFirmwareDowngrade", "value": "true"})[
+        "status"] == "Accepted"
+    assert signed_request(csms, fw, url, old, request_id=3)["status"] == "Accepted"
+    assert advance_until(fw, lambda: final(csms, 3))
+    assert signed_statuses(csms, 3)[-1] == "Installed" and slot_of(fw) == ("B", "0.1.5")
+    conf = csms.call_sync(CP, "GetConfiguration", {"key": ["AllowFirmwareDowngrade"]})
+    assert conf["configurationKey"][0]["value"] == "false"
+    # A bundle that does not allow it stays refused even when asked.
+    if "older" not in kit.files:
+        kit.build("older", "0.1.2")
+    csms.call_sync(CP, "ChangeConfiguration", {"key": "AllowFirmwareDowngrade", "value": "true"})
+    assert signed_request(csms, fw, put(csms, kit, "older"), kit.files["older"], request_id=4)["status"] == "Accepted"
+    assert advance_until(fw, lambda: final(csms, 4))
+    assert signed_statuses(csms, 4)[-1] == "InstallVerificationFailed" and slot_of(fw) == ("B", "0.1.5")

@@ -94,6 +94,8 @@ class FirmwareManagement:
     def _end(self, status=None):
         if status:
             self._fw(status)
+        if self.job is not None and self.job.get("downgrade"):
+            self.cl.keys.change("AllowFirmwareDowngrade", "false")  # asked for this one update only
         self.job = None
         self.cl.store.remove(STATE)
         self.cl.store.remove(FW_FILE)
@@ -131,7 +133,8 @@ class FirmwareManagement:
         job = {"id": p["requestId"], "location": fw["location"], "retrieve": timefmt.parse(fw["retrieveDateTime"]) or 0,
                "install": timefmt.parse(fw.get("installDateTime")) or 0,
                "retries": p.get("retries", 0), "interval": p.get("retryInterval", 60),
-               "sig": fw["signature"], "cert": fw["signingCertificate"], "stage": "download"}
+               "sig": fw["signature"], "cert": fw["signingCertificate"], "stage": "download",
+               "downgrade": cl.keys.get("AllowFirmwareDowngrade")}
         self._audit("SignedUpdateFirmware %d from %s%s" % (p["requestId"], fw["location"],
                                                             ", replacing the update in progress" if busy else ""))
         self._start(job)
@@ -254,12 +257,13 @@ class FirmwareManagement:
         path = cl.store.path(FW_FILE)
         try:
             if what == "image":  # signed requests only: the file is the bare bundle
-                m, _ = up.check(path)
+                m, _ = up.check(path, None, job.get("downgrade", False))
             elif what == "signature":
                 up.verify_signature(path, cl.certs.roots(MANUFACTURER_ROOT), cl.clock.wall(), job["sig"], job["cert"])
                 return True
             else:
-                m, _ = up.verify(path, cl.certs.roots(MANUFACTURER_ROOT), cl.clock.wall(), job["sig"], job["cert"])
+                m, _ = up.verify(path, cl.certs.roots(MANUFACTURER_ROOT), cl.clock.wall(), job["sig"], job["cert"],
+                                 job.get("downgrade", False))
             job["version"] = m["version"]
             return m
         except VerifyError as e:
@@ -296,7 +300,7 @@ class FirmwareManagement:
         if not legacy:
             self._fw("Installing")
         try:
-            slot = cl.station.updater.install(cl.store.path(FW_FILE), m)
+            slot = cl.station.updater.install(cl.store.path(FW_FILE), m, job.get("downgrade", False))
         except VerifyError as e:
             what = "firmware %s installation failed: %s" % (m["version"], e)
             cl.log.error("ocpp", what)

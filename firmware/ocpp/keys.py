@@ -63,6 +63,10 @@ TABLE = {
     "AuthorizationKey": (STR, "", W, False, 16, 40),
     "SecurityProfile": (INT, 0, RW, False, 0, 3),
     "CpoName": (STR, "", RW, False, 0, 50),
+    # Vendor key: the CSMS asks for a downgrade by setting it before the
+    # SignedUpdateFirmware; it also takes a bundle built --allow-downgrade, and
+    # it is cleared again when that update ends, whatever the outcome.
+    "AllowFirmwareDowngrade": (BOOL, False, RW, False, 0, 0),
     "CertificateStoreMaxLength": (INT, 10, R, False, 0, 0),
     "CertificateSignedMaxChainSize": (INT, 10000, R, False, 0, 0),
     "AdditionalRootCertificateCheck": (BOOL, False, R, False, 0, 0),
