@@ -245,7 +245,12 @@ class Slots:
         except Exception:
             r = None
         if r is None:
-            return self._default(), "boot record missing or corrupt"
+            try:
+                os.stat(self.store.path(RECORD))
+                why = "boot record corrupt"
+            except OSError:
+                why = "no boot record yet (first boot)"
+            return self._default(), why
         if not self._valid(r):
             return self._default(), "boot record invalid"
         return r, None
