@@ -34,6 +34,9 @@ BASE = figures()
 
 import asyncio  # noqa: E402
 from boards.unix.board import UnixBoard  # noqa: E402
+# What the board's boot loader imports from the (factory) image at boot, so
+# that "imports" holds all the code and the rest is the station's data.
+import firmware.station, firmware.core.log, firmware.core.config, firmware.bench, firmware.ota.update  # noqa: E402,E401,F401
 
 IMPORTS = figures()
 

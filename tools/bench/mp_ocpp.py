@@ -49,6 +49,8 @@ async def main(o):
     # Import everything an OCPP charger runs first: what is live after this is
     # code (in flash when frozen on a board); what comes after is data.
     import firmware.ocpp.client, firmware.ocpp.handlers, firmware.net.ws, firmware.net.http  # noqa
+    import firmware.station, firmware.core.log, firmware.core.config, firmware.bench, firmware.ota.update  # noqa
+    import firmware.ota.der, firmware.ota.verify, firmware.ota.ecdsa, firmware.ota.rsa  # noqa (certificates)
     gc.collect()
     code = gc.mem_alloc()
     opts = {"dir": o["dir"], "time": "real", "connectors_hw": 1, "seed": 1, "repl": False, "echo_log": False,
