@@ -44,7 +44,9 @@ def test_rfc3339_offsets_fractions_and_garbage():
     assert got[4] == 1772445600
 
 
-FRAMES = r"""
+# An Rpc on the Unix port with an in-memory pipe for a WebSocket (also used
+# by test_ocpp_security_events.py).
+RPC_PIPE = r"""
 import asyncio, json
 from firmware.core.clock import RealClock
 from firmware.core.log import Log
@@ -60,6 +62,9 @@ class Pipe:
 
 clock = RealClock()
 rpc = Rpc(clock, Log(clock))
+"""
+
+FRAMES = RPC_PIPE + r"""
 async def reset(p): return {"status": "Accepted"}
 async def broken(p): raise ValueError("bug")
 rpc.handlers["Reset"] = reset

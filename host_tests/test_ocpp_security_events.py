@@ -16,6 +16,7 @@ import time
 import pytest
 
 from ocpp_helpers import CP, online_pair, pump, until
+from test_ocpp_rpc import RPC_PIPE
 from tools.csms.chargepoint import NotConnected
 
 LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ (CSMS|bench|usb|charger) \S.*$")
@@ -425,22 +426,7 @@ def test_extended_trigger_sign_certificate_and_bad_connector(online):
 
 # --------------------------------------------------------------- units on the Unix port
 
-OOM = r"""
-import asyncio, json
-from firmware.core.clock import RealClock
-from firmware.core.log import Log
-from firmware.ocpp.rpc import Rpc
-
-class Pipe:
-    def __init__(s): s.out = []; s.inq = []; s.ev = asyncio.Event()
-    async def send(s, t): s.out.append(json.loads(t))
-    async def recv(s):
-        while not s.inq:
-            s.ev.clear(); await s.ev.wait()
-        return s.inq.pop(0)
-
-clock = RealClock()
-rpc = Rpc(clock, Log(clock))
+OOM = RPC_PIPE + r"""
 heard = []
 rpc.on_memory = heard.append
 async def hungry(p): return {"status": "Accepted", "big": bytearray(1 << 40)}

@@ -62,7 +62,7 @@ def main():
         except Exception as e:
             print("RESULT " + json.dumps({"ok": False, "error": repr(e)}))
         return
-    n, cert_der, sig = local.read_trailer(path)
+    n, cert_der, sig = _bundle.read_trailer(path)
     cert = der.parse_certificate(cert_der)
     alg = _bundle._sig_alg(cert)
     tot, hsh, sg, ch = [], [], [], []
