@@ -105,15 +105,19 @@ class Station:
         lim = None if pct == 100 else self.max_ma * pct // 100
         for c in self.connectors:
             c.set_limit("derate", lim)
+            # Causes are formatted only for a fault that comes or goes (or a
+            # derate step that changes the shown one), never to be dropped.
             if d.hot:
-                c.faults.raise_("overtemp", "%d.%d C >= shutdown %s C" % (t // 10, t % 10, d.shutdown_dc // 10), now)
-            else:
+                if not c.faults.has("overtemp"):
+                    c.faults.raise_("overtemp", "%d.%d C >= shutdown %s C", now, False,
+                                    (t // 10, t % 10, d.shutdown_dc // 10))
+            elif c.faults.has("overtemp"):
                 c.faults.clear("overtemp", "cooled to %d.%d C" % (t // 10, t % 10))
             if 0 < pct < 100:
                 cause = "%d.%d C: derated to %d%%" % (t // 10, t % 10, pct)
                 if not c.faults.raise_("hot", cause, now):
                     c.faults.active["hot"].cause = cause
-            else:
+            elif c.faults.has("hot"):
                 c.faults.clear("hot", "temperature below the derate points" if pct else "shut down")
         self.log.warn("derate", "%d.%d C: offering %d%% of %d A" % (t // 10, t % 10, pct, self.max_ma // 1000))
 

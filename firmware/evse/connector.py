@@ -218,11 +218,11 @@ class Connector:
         elif f.has("pilot_short") and st != cp.E:
             f.clear("pilot_short", "pilot no longer shorted")
         if st == cp.INVALID or (st == cp.F and self.out != DC_LOW):
-            f.raise_("pilot", "pilot level %d mV outside every band" % self.pilot.hi_mv, now)
+            f.raise_("pilot", "pilot level %d mV outside every band", now, False, self.pilot.hi_mv)
         elif f.has("pilot") and st <= cp.D:
             f.clear("pilot", "pilot level valid again")
         if self.pilot.diode_fault:
-            f.raise_("diode", "low half at %d mV with PWM on (no EV diode)" % self.pilot.lo_mv, now)
+            f.raise_("diode", "low half at %d mV with PWM on (no EV diode)", now, False, self.pilot.lo_mv)
         if hw.rcd[i]:
             if not f.has("rcd"):
                 self.rcd_trips += 1
@@ -234,11 +234,12 @@ class Connector:
             f.clear("rcd", "retry %d of %d" % (self.rcd_trips, self.cfg["rcd_retries"]))
         if closed_for >= GROUND_MS and not hw.ground_ok[i]:
             f.raise_("ground", "no protective earth after closing", now, early)
-        r = self.contactor.check(now, hw.aux[i])
-        if r is not None:
-            f.raise_(r[0], r[1], now)
+        c = self.contactor
+        code = c.check(now, hw.aux[i])
+        if code is not None:
+            f.raise_(code, c.cause, now, False, c.cause_arg)
         if self.lock_cmd and not hw.locked[i] and tdiff(now, self.lock_at) >= LOCK_MS:
-            f.raise_("lock", "connector lock did not lock within %d ms" % LOCK_MS, now)
+            f.raise_("lock", "connector lock did not lock within %d ms", now, False, LOCK_MS)
         if hw.meter_wh[i] is None:
             f.raise_("meter", "energy meter not answering", now)
         elif f.has("meter"):
@@ -253,7 +254,7 @@ class Connector:
         if self.contactor.cmd and hw.current_ma[i] * 10 > (self.oc_ref_ma + 500) * 11:
             if self.oc_since is None:
                 self.oc_since = now
-            elif tdiff(now, self.oc_since) >= OC_WINDOW_MS:
+            elif tdiff(now, self.oc_since) >= OC_WINDOW_MS and not f.has("overcurrent"):
                 f.raise_("overcurrent", "EV drew %d mA for %d ms with %d mA offered" % (
                     hw.current_ma[i], OC_WINDOW_MS, self.oc_ref_ma), now)
         else:

@@ -21,6 +21,8 @@ class Contactor:
         self.closed_at = None  # when aux confirmed closed
         self.opens = 0  # switching counts, for the service log
         self.closes = 0
+        self.cause = None  # why check() returned a fault code (a format)
+        self.cause_arg = None
 
     def close(self, now):
         if not self.cmd:
@@ -42,7 +44,10 @@ class Contactor:
         self.hw.contactor(self.idx, False)
 
     def check(self, now, aux):
-        # Returns (fault code, cause) or None.
+        # Returns a fault code or None; the cause is then in self.cause (a
+        # constant format) with its value in self.cause_arg (None: no value),
+        # for Faults.raise_ to format only if the fault is new. Nothing is
+        # built here: the control tick calls this every period.
         settled = time.ticks_diff(now, self.cmd_at) >= AUX_MS
         if self.cmd:
             if aux:
@@ -50,13 +55,19 @@ class Contactor:
                     self.closed_at = now
             elif self.closed_at is not None:
                 self.closed_at = None
-                return ("switch", "aux contact opened while the contactor was held closed")
+                self.cause = "aux contact opened while the contactor was held closed"
+                self.cause_arg = None
+                return "switch"
             elif settled:
-                return ("switch", "contactor did not close within %d ms" % AUX_MS)
+                self.cause = "contactor did not close within %d ms"
+                self.cause_arg = AUX_MS
+                return "switch"
         else:
             self.closed_at = None
             if aux and settled:
-                return ("weld", "contactor still closed %d ms after opening (welded)" % AUX_MS)
+                self.cause = "contactor still closed %d ms after opening (welded)"
+                self.cause_arg = AUX_MS
+                return "weld"
         return None
 
     def closed_for(self, now):

@@ -110,13 +110,19 @@ class Faults:
     def latched_records(self):
         return [f.info() for f in self.active.values() if TABLE[f.code][0] == LATCHED]
 
-    def raise_(self, code, cause, now, hard=False):
+    def raise_(self, code, cause, now, hard=False, args=None):
+        # True when newly raised. The control loop calls this every tick while
+        # a cause lasts: a fault already active costs a dict lookup and no
+        # allocation. `cause` may be a format and `args` its values (one value,
+        # or a tuple): it is formatted only when the fault is new.
         f = self.active.get(code)
         if f is not None:
             if hard and not f.hard:
                 f.hard = True
                 self.changed = True
             return False
+        if args is not None:
+            cause = cause % args
         self.active[code] = Fault(code, now, self.clock.wall(), cause, hard)
         self._recount()
         sev = TABLE[code][0]
