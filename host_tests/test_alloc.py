@@ -14,7 +14,7 @@ import pytest
 
 from fwproc import ROOT, micropython
 from mp import run_mp
-from test_board_math import FAKES
+from test_board_math import FAKES, run_board
 
 MP_ALLOC = os.path.join(ROOT, "tools", "bench", "mp_alloc.py")
 
@@ -56,6 +56,31 @@ def test_states_that_hold_the_contacts_closed_are_measured_closed(per_state):
         assert per_state[state]["contactor"] is True, per_state[state]
     for state in ("weld", "diode", "pilot_f", "rcd_hard", "evse_stopped"):
         assert per_state[state]["contactor"] is False, per_state[state]
+
+
+def test_demo_mode_plant_runs_outside_the_control_tick(per_state):
+    # A dev board in demo mode steps the simulated plant in its own task: the
+    # control tick, with the plant running and the EV charging, allocates
+    # nothing; the plant's step is measured apart (make bench reports it).
+    r = per_state["demo_plant_task"]
+    assert "error" not in r and r["tick_errors"] == 0, r
+    assert r["ok"] and r["contactor"] is True, r
+    assert r["alloc"] == 0, "control tick in demo mode: %d bytes per %d ticks" % (r["alloc"], r["ticks"])
+    assert r["plant_us_per_tick"] > 0
+
+
+def test_dev_board_in_demo_mode_steps_the_plant_in_its_own_task(tmp_path):
+    store = tmp_path / "flash"
+    store.mkdir()
+    (store / "config.json").write_text(json.dumps({"pins": {"demo": True}}))
+    out = run_board(tmp_path, store, [("plug(32)", 0.3), ("ev('C')", 1.5),
+                                      ("print('STEP', hw.stepping, hw.step_us > 0, hw.step_us_max)", 0.3),
+                                      ("status()", 0.3)])
+    assert "Charging" in out, out
+    line = [l for l in out.splitlines() if "STEP " in l and "print" not in l]
+    assert line, out
+    # sample() no longer steps the plant; its task does, and is timed.
+    assert line[-1].split()[-3:-1] == ["False", "True"], line
 
 
 HAL = r"""

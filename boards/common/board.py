@@ -202,6 +202,10 @@ class DevBoard:
         self.boot()
         if self.plant is None:
             self._tasks.append(asyncio.create_task(self.hw.run_slow(self.clock, self.log)))
+        else:
+            # Demo mode: the plant's physics in its own task, not in the control tick.
+            self.hw.stepping = False
+            self._tasks.append(asyncio.create_task(self.hw.run_plant(self.clock, self.cfg["period_ms"])))
         self.wdt.start(self.port.WDT_MS)
         ns = repl_mod.namespace(self.bench)
         ns["board"] = self
@@ -240,6 +244,8 @@ class DevBoard:
         p = self.plant
         if p is not None:
             s["plant"] = p.summary()
+            s["plant"]["step_us"] = self.hw.step_us  # the physics' own task: last step, longest
+            s["plant"]["step_us_max"] = self.hw.step_us_max
         else:
             s["hw"] = self.hw.info()
         return s

@@ -24,6 +24,9 @@
 #   safe(now=None)        every coil off, every pilot at F; callable from anywhere
 #   quiet_ms(now)         ms in which no discrete input can change (sim only; 0 = unknown)
 #   wdt                   object with feed(), or None
+import time
+
+
 class SimHardware:
     def __init__(self, plant):
         self.plant = plant
@@ -44,15 +47,30 @@ class SimHardware:
         self.tamper = plant.tamper
         self.wdt = None
         self.on_change = None  # the station's wake-up, when the bench changes an input
+        self.stepping = True  # sample() steps the plant (False: run_plant does)
+        self.step_us = 0  # run_plant: the last step's time, and the longest
+        self.step_us_max = 0
         # Apply what the plant already holds (welded contacts after a power cut).
         for i, o in enumerate(plant.outlets):
             self.aux[i] = o.contactor.closed
             self.locked[i] = o.locked
 
     def sample(self, now):
+        # On the Unix port the plant steps here, in the control tick, so a
+        # simulated run is deterministic. A dev board in demo mode runs the
+        # physics in its own task instead (run_plant): the plant's float
+        # maths (soft float on the RP2040, and it allocates) stays out of the
+        # safety loop, and sample() is then a no-op.
+        if self.stepping:
+            self.step(now)
+
+    def step(self, now):
+        # The physics up to `now`, then the readings into the snapshot.
         p = self.plant
         p.step(now)
-        for i, o in enumerate(p.outlets):
+        outlets = p.outlets
+        for i in range(len(outlets)):
+            o = outlets[i]
             self.cp_hi[i] = o.hi
             self.cp_lo[i] = o.lo
             self.pp_ohm[i] = (100000 if o.pp_open else o.pp_ohm) if o.ev.plugged else -1
@@ -72,6 +90,20 @@ class SimHardware:
         self.tamper = p.tamper
         t = p.thermal
         self.temp_dc = int(t.temp * 10) if t.sensor_ok else None
+
+    async def run_plant(self, clock, period_ms):
+        # Demo mode on a dev board: the world outside steps in this task, one
+        # control period apart, and writes the readings the control loop
+        # takes. Timed, so the bench can read what the physics costs.
+        self.stepping = False
+        while True:
+            t0 = time.ticks_us()
+            self.step(clock.ticks_ms())
+            us = time.ticks_diff(time.ticks_us(), t0)
+            self.step_us = us
+            if us > self.step_us_max:
+                self.step_us_max = us
+            await clock.sleep_ms(period_ms)
 
     def pilot(self, i, duty):
         self.plant.set_duty(i, duty)

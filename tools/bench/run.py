@@ -35,7 +35,12 @@ The TLS server's certificate is self-signed RSA 2048, made with the
      SignedUpdateFirmware against the dev CSMS from Installing to Installed
      (confirmed), real and simulated time.
 
-  .venv/bin/python tools/bench/run.py [--only lateness,sim24h,heap,ocpp,ota,update] [--seconds S]
+  7. Allocation by the control tick (tools/bench/mp_alloc.py): bytes per
+     1,000 ticks in each connector state (charging, every fault, derated,
+     RCD retry wait, EVSE stop, lock failure), and in demo mode the plant's
+     own step (time and bytes per tick), which runs outside the tick.
+
+  .venv/bin/python tools/bench/run.py [--only lateness,sim24h,heap,ocpp,ota,update,alloc] [--seconds S]
 """
 import argparse
 import json
@@ -791,6 +796,42 @@ def bench_update(lo, hi, gran):
         shutil.rmtree(d, ignore_errors=True)
 
 
+def bench_alloc():
+    say("\n== 7. control tick allocation per 1,000 ticks, by connector state ==")
+    d = tempfile.mkdtemp(prefix="bench-alloc-")
+    try:
+        p = subprocess.run([micropython(), os.path.join(HERE, "mp_alloc.py"), "--dir", os.path.join(d, "run")],
+                           capture_output=True, text=True, cwd=ROOT, timeout=600)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    res = [json.loads(l[7:]) for l in p.stdout.splitlines() if l.startswith("RESULT ")]
+    if p.returncode != 0 or not res:
+        raise RuntimeError("mp_alloc.py (rc %s): %s" % (p.returncode, (p.stdout + p.stderr)[-2000:]))
+    bad = []
+    for r in res:
+        if "error" in r or not r.get("ok"):
+            bad.append(r["state"])
+        say("  %-20s %7s B   %-14s %s" % (r["state"], r.get("alloc", "?"), r.get("status", ""),
+                                         ",".join(r.get("faults", [])) or r.get("error", "")))
+    demo = [r for r in res if r["state"] == "demo_plant_task"]
+    states = [r for r in res if r["state"] != "demo_plant_task" and "alloc" in r]
+    worst = max(states, key=lambda r: r["alloc"]) if states else None
+    if worst and worst["alloc"] == 0:
+        text = "0 B per 1,000 ticks in each of %d states" % len(states)
+    else:
+        text = "%d B per 1,000 ticks at most (%s), over %d states" % (
+            worst["alloc"] if worst else -1, worst["state"] if worst else "-", len(states))
+    summary("control tick allocation", text + ("; NOT REACHED: " + ",".join(bad) if bad else ""))
+    if demo:
+        r = demo[0]
+        say("  demo mode: plant step in its own task %.1f us mean, %d us max, %d B per step; control tick %d B "
+            "per 1,000 ticks with the plant running" % (r["plant_us_per_tick"], r["plant_us_max"],
+                                                       r["plant_alloc"] // r["ticks"], r["alloc"]))
+        summary("demo-mode plant step", "%.1f us, %d B per control period, in its own task (Unix port); "
+                "control tick %d B per 1,000 ticks" % (r["plant_us_per_tick"], r["plant_alloc"] // r["ticks"],
+                                                      r["alloc"]))
+
+
 def guarded(label, fn, *args):
     # One part failing (a firmware change, a missing tool) must not hide the others.
     try:
@@ -803,7 +844,7 @@ def guarded(label, fn, *args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="lateness,sim24h,heap,ocpp,ota,update")
+    ap.add_argument("--only", default="lateness,sim24h,heap,ocpp,ota,update,alloc")
     ap.add_argument("--ota-runs", type=int, default=7, help="verify runs per algorithm (median)")
     ap.add_argument("--seconds", type=float, default=8, help="seconds per lateness phase")
     ap.add_argument("--heap-lo", type=int, default=16 * 1024)
@@ -841,6 +882,8 @@ def main():
         guarded("ota", bench_ota, a.ota_runs, 8 * 1024, 1024 * 1024, 512)
     if "update" in parts:
         guarded("update", bench_update, 16 * 1024, 1024 * 1024, 1024)
+    if "alloc" in parts:
+        guarded("control tick allocation", bench_alloc)
     say("\n== summary (%.0f s; host load average %.2f at start, %.2f at end, %d CPUs) ==" % (
         time.monotonic() - t0, load0, os.getloadavg()[0], os.cpu_count() or 0))
     w = max(len(k) for k, _ in SUMMARY) if SUMMARY else 0
