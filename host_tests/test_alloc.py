@@ -22,7 +22,10 @@ MP_ALLOC = os.path.join(ROOT, "tools", "bench", "mp_alloc.py")
 # the connector's status (mp_alloc.py checks both and reports "ok").
 STATES = ["idle", "charging", "weld", "switch", "switch_aux_dropped", "diode", "pilot_f", "pilot_invalid",
           "pilot_short_e", "rcd_hard", "rcd_retry_wait", "ground", "overcurrent", "overcurrent_opening",
-          "meter", "cable_pp", "lock", "temp_sensor", "overtemp", "derated", "evse_stopping", "evse_stopped"]
+          "meter", "cable_pp", "lock", "temp_sensor", "overtemp", "derated", "evse_stopping", "evse_stopped",
+          # The whole control task on a board's real clock: asyncio and the
+          # Periodic loop around the tick (its sleep between runs included).
+          "control_task_loop"]
 
 
 @pytest.fixture(scope="module")

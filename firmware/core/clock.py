@@ -19,8 +19,10 @@ ticks_add = time.ticks_add
 
 
 class _RealSleeper:
-    async def sleep_ms(self, ms):
-        await asyncio.sleep_ms(ms)
+    def sleep_ms(self, ms):
+        # Not `async def`: a coroutine object per call would be garbage every
+        # control period. asyncio.sleep_ms hands back a preallocated awaitable.
+        return asyncio.sleep_ms(ms)
 
     def wake(self):
         pass  # real boards poll at a fixed period; nothing to cut short
@@ -47,8 +49,8 @@ class RealClock:
     def sleeper(self):
         return _RealSleeper()
 
-    async def sleep_ms(self, ms):
-        await asyncio.sleep_ms(ms)
+    def sleep_ms(self, ms):
+        return asyncio.sleep_ms(ms)  # no coroutine object per call (see _RealSleeper)
 
     def wall(self):
         return time.time() + self._wall_ofs

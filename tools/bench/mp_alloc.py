@@ -57,7 +57,7 @@ class Rig:
         for _ in range(ms // PERIOD):
             self.clock._now += PERIOD
             now = self.clock.ticks_ms()
-            if not self.hw.stepping:
+            if not getattr(self.hw, "stepping", True):
                 self.hw.step(now)  # demo mode: the plant's own task
             self.st.tick(now)
 
@@ -318,6 +318,45 @@ def demo_figures(d, ticks):
             "faults": sorted(c.faults.active)}
 
 
+def loop_figures(d, ms=1000):
+    # The whole control task as a board runs it: asyncio, the Periodic loop
+    # on the real clock (lateness record, the sleep between runs) around the
+    # station's tick, charging with frozen inputs, for `ms` of real time.
+    import asyncio
+    from firmware.core.clock import RealClock
+    from firmware.core.sched import Periodic
+    r = Rig(d)
+    r.charge()
+    r.hw.sample = frozen
+    clock = r.clock
+    st = r.st
+
+    def tick(_real_now):
+        clock._now += PERIOD
+        return st.tick(clock.ticks_ms())
+
+    async def run():
+        p = Periodic(RealClock(), PERIOD, tick)
+        t = asyncio.create_task(p.run())
+        await asyncio.sleep_ms(200)
+        gc.collect()
+        gc.disable()
+        n0 = p.late.count
+        a0 = gc.mem_alloc()
+        await asyncio.sleep_ms(ms)
+        a = gc.mem_alloc() - a0
+        n = p.late.count - n0
+        gc.enable()
+        t.cancel()
+        return a, n
+
+    a, n = asyncio.run(run())
+    c = r.c
+    return {"state": "control_task_loop", "ticks": 1000, "measured": n, "alloc": a * 1000 // max(1, n),
+            "status": c.status_name(), "contactor": c.contactor.cmd, "ok": n > 0 and c.contactor.cmd,
+            "tick_errors": st.tick_errors, "faults": sorted(c.faults.active)}
+
+
 def main():
     d = "/tmp/mp_alloc_%d" % time.ticks_ms()
     ticks = 1000
@@ -361,8 +400,14 @@ def main():
         except Exception as e:
             res["error"] = repr(e)
         print("RESULT " + json.dumps(res))
-    if not only or "demo_plant_task" in only:
-        print("RESULT " + json.dumps(demo_figures("%s/demo" % d, ticks)))
+    for name, fn, args in (("control_task_loop", loop_figures, ("%s/loop" % d,)),
+                           ("demo_plant_task", demo_figures, ("%s/demo" % d, ticks))):
+        if not only or name in only:
+            try:
+                res = fn(*args)
+            except Exception as e:
+                res = {"state": name, "error": repr(e)}
+            print("RESULT " + json.dumps(res))
 
 
 main()
