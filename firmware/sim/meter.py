@@ -11,6 +11,9 @@ class SimMeter:
         self.ok = True
 
     def step(self, dt_ms, current_ma):
+        if not current_ma:
+            self.power_w = self.current_ma = 0  # nothing drawn: no float garbage
+            return
         p = current_ma * self.voltage_mv * self.phases / 1e6  # mA * mV = uW
         self.wh += p * dt_ms / 3600000
         self.power_w = int(p)

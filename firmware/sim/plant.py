@@ -64,7 +64,9 @@ class Plant:
         dt = ticks_diff(now, self.now)
         self.now = now
         amps = 0.0
-        for i, o in enumerate(self.outlets):
+        outlets = self.outlets
+        for i in range(len(outlets)):  # (enumerate would allocate every step)
+            o = outlets[i]
             if o._lock_at is not None and ticks_diff(now, o._lock_at) >= 0:
                 o._lock_at = None
                 if not o.lock_jammed and o.locked != o.lock_cmd:
@@ -81,7 +83,8 @@ class Plant:
                 self.mark(i, "ev", ev.state())
             if m.ok:
                 m.step(dt, draw)
-            amps += draw / 1000
+            if draw:
+                amps += draw / 1000
             if o.residual_ma > RCD_AC_MA and not o.rcd_tripped:
                 o.rcd_tripped = True
                 self.mark(i, "rcd", True)
