@@ -96,14 +96,20 @@ class SimHardware:
         # control period apart, and writes the readings the control loop
         # takes. Timed, so the bench can read what the physics costs.
         self.stepping = False
-        while True:
-            t0 = time.ticks_us()
-            self.step(clock.ticks_ms())
-            us = time.ticks_diff(time.ticks_us(), t0)
-            self.step_us = us
-            if us > self.step_us_max:
-                self.step_us_max = us
-            await clock.sleep_ms(period_ms)
+        try:
+            while True:
+                t0 = time.ticks_us()
+                self.step(clock.ticks_ms())
+                us = time.ticks_diff(time.ticks_us(), t0)
+                self.step_us = us
+                if us > self.step_us_max:
+                    self.step_us_max = us
+                await clock.sleep_ms(period_ms)
+        finally:
+            # Ended (a plant error, or cancelled): sample() steps it again, so
+            # the readings never freeze and an error shows in the control
+            # tick, which opens everything and raises an internal fault.
+            self.stepping = True
 
     def pilot(self, i, duty):
         self.plant.set_duty(i, duty)
