@@ -7,11 +7,13 @@
 #   der_integer   empty INTEGER or one with a redundant leading 0x00 / 0xFF
 #   der_boolean   BOOLEAN other than one byte 0x00 / 0xFF
 #   der_trailing  bytes after a structure that should end there
+#   der_default   a DEFAULT value written out (extension critical FALSE,
+#                 basicConstraints cA FALSE, version v1)
 #   bad_time      a validity date that is not a calendar date, or not the
 #                 RFC 5280 form (UTCTime through 2049, GeneralizedTime from
 #                 2050, YYMMDDHHMMSSZ / YYYYMMDDHHMMSSZ)
-#   bad_version   a version other than v1..v3, v1 written out explicitly,
-#                 or extensions / unique IDs where the version has none
+#   bad_version   a version other than v1..v3, or extensions / unique IDs
+#                 where the version has none
 #   sig_alg_mismatch  outer signatureAlgorithm differs from the tbs one
 #   duplicate_extension  one extension OID twice
 #   malformed     anything else structurally wrong (truncation, wrong tags)
@@ -48,6 +50,7 @@ DER_LENGTH = "der_length"
 DER_INTEGER = "der_integer"
 DER_BOOLEAN = "der_boolean"
 DER_TRAILING = "der_trailing"
+DER_DEFAULT = "der_default"
 BAD_TIME = "bad_time"
 BAD_VERSION = "bad_version"
 SIG_ALG_MISMATCH = "sig_alg_mismatch"
@@ -407,6 +410,8 @@ class Certificate:
             vs, ve = expect_all(buf, kids[0][1], kids[0][2], INTEGER)
             v = parse_int(buf, vs, ve, unsigned=False)
             # v1 is the DEFAULT: DER leaves it out, so an explicit 0 is not DER.
+            if v == 0:
+                raise VerifyError(DER_DEFAULT, "version v1 written out")
             if v not in (1, 2):
                 raise VerifyError(BAD_VERSION, "version %d" % (v + 1))
             self.version = v + 1

@@ -39,7 +39,7 @@ CHAIN_TOO_LONG = "chain_too_long"
 # them all to an invalid signature / signing certificate).
 REASONS = (SIGNER_IS_CA, SIGNER_KEY_USAGE, SIGNER_EXT_KEY_USAGE, BAD_KEY, ISSUER_NOT_CA, ISSUER_KEY_USAGE,
            PATH_LEN_EXCEEDED, UNKNOWN_CRITICAL_EXTENSION, CHAIN_TOO_LONG,
-           der.DER_LENGTH, der.DER_INTEGER, der.DER_BOOLEAN, der.DER_TRAILING, der.BAD_TIME,
+           der.DER_LENGTH, der.DER_INTEGER, der.DER_BOOLEAN, der.DER_TRAILING, der.DER_DEFAULT, der.BAD_TIME,
            der.BAD_VERSION, der.SIG_ALG_MISMATCH, der.DUPLICATE_EXTENSION,
            "bad_signature", "unknown_root", "cert_expired", "cert_not_yet_valid", "issuer_mismatch",
            "malformed", "unsupported_algorithm", "unsupported_key", "key_algorithm_mismatch")

@@ -34,6 +34,8 @@ def parse(cert, buf, s, e):
             if ext[1][0] != der.BOOLEAN:
                 raise der._bad("extension critical")
             critical = der.parse_bool(buf, ext[1][1], ext[1][2])
+            if not critical:
+                raise VerifyError(der.DER_DEFAULT, "critical FALSE written out")
         oid = der.parse_oid(buf, ext[0][1], ext[0][2])
         # Two values for one extension leave its meaning to whichever a reader takes.
         if oid in cert.extension_oids:
@@ -66,6 +68,8 @@ def _basic_constraints(cert, buf, vs, ve):
     k = 0
     if k < len(kids) and kids[k][0] == der.BOOLEAN:
         ca = der.parse_bool(buf, kids[k][1], kids[k][2])
+        if not ca:
+            raise VerifyError(der.DER_DEFAULT, "cA FALSE written out")
         k += 1
     if k < len(kids) and kids[k][0] == der.INTEGER:
         cert.path_len = der.parse_int(buf, kids[k][1], kids[k][2])
