@@ -354,6 +354,9 @@ def parse_spki(buf, s, e):
     oid, params = _alg_oid(buf, kids[0][1], kids[0][2])
     ks, ke = parse_bitstring(buf, kids[1][1], kids[1][2])
     if oid == OID_RSA:
+        # RFC 3279 2.3.1: the parameters are NULL.
+        if len(params) != 1 or params[0][0] != NULL or params[0][1] != params[0][2]:
+            raise _bad("rsa key parameters")
         ss, se = expect(buf, ks, ke, SEQUENCE)
         if se != ke:
             raise _bad("rsa key trailing")
