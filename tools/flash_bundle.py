@@ -105,8 +105,12 @@ def local_check(path, target=None, roots=(), now=None):
     try:
         # The signing certificate, then any intermediates (DER back to back).
         ders = fw_der.split_certificates(cert_der)
+        for d in ders:
+            fw_der.parse_certificate(d)  # the board's strict DER first: its reason codes
         cert = x509.load_der_x509_certificate(ders[0])
-    except (ValueError, VerifyError) as e:
+    except VerifyError as e:
+        raise Refused(e.reason, "signing certificate: %s" % e)
+    except ValueError as e:
         raise Refused("malformed", "signing certificate: %s" % e)
     now = now if now is not None else time.time()
     when = datetime.datetime.fromtimestamp(now, datetime.timezone.utc)
