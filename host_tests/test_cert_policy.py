@@ -170,6 +170,9 @@ def rows(p):
     i1_under_i0 = K.cert(p.n_i1, K.name("Intermediate 0"), p.k_i1, k0, K.ca_exts(p.k_i1))
     row("chain of 5 certificates (root -> 3 intermediates -> signer)",
         [p.signer("i2"), p.i2, i1_under_i0, i0], "chain_too_long")
+    row("5 certificates carried (a valid path among them)",
+        [p.signer("i1"), i_nobc, i_notca, i1_len0, p.i1], "chain_too_long")
+    row("the root carried along with a 4-level chain", [p.signer("i2"), p.i2, p.i1, p.root], "ok")
     row("intermediate missing from the request", [p.signer("i1")], "unknown_root")
     row("unknown root", [p.signer()], "unknown_root", roots=[K.cert(K.name("Other"), K.name("Other"), p.k_i1,
                                                                     p.k_i1, K.ca_exts(p.k_i1))])

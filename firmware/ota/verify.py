@@ -157,6 +157,10 @@ def verify_chain(signing_cert, roots, now, intermediates=()):
     """
     try:
         signer, inters = _chain_certs(signing_cert, intermediates)
+        # More than a whole chain's worth (the root may come along) only costs
+        # signature checks: the search below tries each candidate issuer.
+        if 1 + len(inters) > policy.MAX_CHAIN:
+            raise VerifyError(policy.CHAIN_TOO_LONG, "%d certificates carried" % (1 + len(inters)))
         policy.check_signer(signer)
         anchors = []
         for r in roots:
