@@ -143,3 +143,90 @@ def slot_of(fw):
 
 def run(cmd):
     return subprocess.run(cmd, capture_output=True, text=True)
+
+
+# ---------------------------------------------------------------- signing PKIs for the policy tests
+
+def issue(subject_cn, issuer, issuer_key, key=None, ca=False, path_len=None, key_usage=None, eku=None,
+          extra=(), days=(-1, 365)):
+    """A certificate from `issuer` (None: self-signed) with the extensions the
+    certificate policy reads. key_usage: set of names ("digital_signature",
+    "key_cert_sign", "crl_sign", "key_encipherment"); eku: list of OIDs;
+    extra: [(extension, critical)]. Returns (certificate, its private key)."""
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    subj = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, subject_cn)])
+    b = (x509.CertificateBuilder().subject_name(subj).issuer_name(issuer.subject if issuer else subj)
+         .public_key(key.public_key()).serial_number(x509.random_serial_number())
+         .not_valid_before(now + datetime.timedelta(days=days[0]))
+         .not_valid_after(now + datetime.timedelta(days=days[1]))
+         .add_extension(x509.BasicConstraints(ca=ca, path_length=path_len if ca else None), critical=True))
+    if key_usage is not None:
+        names = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
+                 "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only")
+        b = b.add_extension(x509.KeyUsage(**{n: n in key_usage for n in names}), critical=True)
+    if eku is not None:
+        b = b.add_extension(x509.ExtendedKeyUsage(eku), critical=False)
+    for ext, critical in extra:
+        b = b.add_extension(ext, critical=critical)
+    return b.sign(issuer_key if issuer else key, hashes.SHA256()), key
+
+
+CODE_SIGNING = "1.3.6.1.5.5.7.3.3"
+SERVER_AUTH = "1.3.6.1.5.5.7.3.1"
+
+
+def signer_kinds(root, root_key):
+    """The signers the OCPP and USB tests try under `root`, a CA whose
+    pathLen allows one intermediate: name -> (signing key, [certificate, then
+    intermediates], the reason the charger must give or None)."""
+    from cryptography import x509
+    from cryptography.x509.oid import ObjectIdentifier
+    eku = lambda *o: [ObjectIdentifier(x) for x in o]  # noqa: E731
+    inter, ikey = issue("Maker Intermediate CA", root, root_key, ca=True, path_len=0,
+                        key_usage={"key_cert_sign", "crl_sign"})
+    out = {}
+    c, k = issue("Code Signer via Intermediate", inter, ikey, key_usage={"digital_signature"},
+                 eku=eku(CODE_SIGNING))
+    out["three_level"] = (k, [c, inter], None)
+    out["intermediate_missing"] = (k, [c], "unknown_root")
+    c, k = issue("TLS Server", root, root_key, key_usage={"digital_signature", "key_encipherment"},
+                 eku=eku(SERVER_AUTH))
+    out["tls_server"] = (k, [c], "signer_ext_key_usage")
+    out["intermediate_as_signer"] = (ikey, [inter], "signer_is_ca")
+    out["root_as_signer"] = (root_key, [root], "signer_is_ca")
+    odd = x509.UnrecognizedExtension(ObjectIdentifier("1.3.6.1.4.1.55555.7"), b"\x05\x00")
+    c, k = issue("Signer with a critical extension", root, root_key, key_usage={"digital_signature"},
+                 eku=eku(CODE_SIGNING), extra=[(odd, True)])
+    out["unknown_critical"] = (k, [c], "unknown_critical_extension")
+    noks, nkey = issue("CA without keyCertSign", root, root_key, ca=True, path_len=0, key_usage={"crl_sign"})
+    c, k = issue("Signer under it", noks, nkey, key_usage={"digital_signature"}, eku=eku(CODE_SIGNING))
+    out["issuer_without_keycertsign"] = (k, [c, noks], "issuer_key_usage")
+    return out
+
+
+def sign_digest(key, digest):
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, utils
+    return key.sign(digest, ec.ECDSA(utils.Prehashed(hashes.SHA256())))
+
+
+def ber_signature(sig):
+    """The same ECDSA signature with a zero byte prepended to r (BER, not DER)."""
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+    r, s = decode_dss_signature(sig)
+
+    def i(v, pad=b""):
+        b = pad + v.to_bytes((v.bit_length() + 8) // 8, "big")
+        return b"\x02" + bytes([len(b)]) + b
+    body = i(r, b"\x00") + i(s)
+    return b"\x30" + bytes([len(body)]) + body
+
+
+def pem_chain(certs):
+    from cryptography.hazmat.primitives import serialization
+    return "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in certs)

@@ -281,7 +281,7 @@ def test_usb_update_run_prints_one_line_and_removes_the_file(rel, tmp_path):
     ("unsigned", None, "unsigned"), ("flip_image", None, "bad_signature"), ("flip_sig", None, "bad_signature"),
     ("flip_manifest", None, "bad_signature"), ("bad_lengths", None, "bad_signature"),
     ("truncated", None, "bad_signature"), ("rp", "esp32", "wrong_target"), ("good", "rp2040", "wrong_target"),
-    ("foreign", None, "unknown_root"), ("twin", None, "unknown_root"),
+    ("foreign", None, "unknown_root"), ("twin", None, "bad_signature"),  # the board's answer, same rules
 ])
 def test_host_refuses_locally(rel, name, target, reason):
     roots = fb.load_roots([str(rel["ec"] / "root.pem")])
@@ -615,3 +615,56 @@ def test_flash_bundle_end_to_end_with_real_mpremote(rel, tmp_path):
     rec = json.loads((store / "boot_slots.json").read_text().splitlines()[0])
     assert rec["state"] == "trial" and rec["trial_slot"] == "A" and rec["last_good"] == "F"
     assert (store / "slots" / "A" / "app" / "main.mpy").exists()
+
+
+def test_certificate_policy_refusals_over_usb(rel, tmp_path):
+    """The firmware-signing certificate policy on the USB path: the trailer
+    carries the signer and its intermediates (DER back to back). A TLS server
+    certificate, an intermediate or the root as signer, a critical unknown
+    extension, an issuer without keyCertSign, a missing intermediate and a
+    BER signature are refused with their reason codes, on the board and by
+    the host tool, leaving the boot record and the running slot as they
+    were; the valid 3-level chain installs."""
+    import hashlib
+    from cryptography.hazmat.primitives import serialization
+    from ota_helpers import ber_signature, issue, sign_digest, signer_kinds
+    root, root_key = issue("Policy Test Root", None, None, ca=True, path_len=1,
+                           key_usage={"key_cert_sign", "crl_sign"}, days=(-1, 3650))
+    rp = tmp_path / "policy-root.pem"
+    rp.write_bytes(root.public_bytes(serialization.Encoding.PEM))
+    data = open(rel["v110"], "rb").read()
+    digest = hashlib.sha256(data).digest()
+
+    def trailer(name, certs, sig):
+        ders = b"".join(c.public_bytes(serialization.Encoding.DER) for c in certs)
+        p = tmp_path / (name + ".signed")
+        p.write_bytes(data + ders + sig + struct.pack(">IHH", len(data), len(ders), len(sig)) + fb.TRAILER_MAGIC)
+        return str(p)
+
+    kinds = signer_kinds(root, root_key)
+    cases = []
+    for name, (key, certs, reason) in kinds.items():
+        if reason is not None:
+            cases.append((name, trailer(name, certs, sign_digest(key, digest)), reason))
+    key, certs, _ = kinds["three_level"]
+    cases.append(("ber_signature", trailer("ber", certs, ber_signature(sign_digest(key, digest))), "bad_signature"))
+    good = trailer("three_level", certs, sign_digest(key, digest))
+    roots = [rel["ec"] / "root.pem", rp]
+    state = tmp_path / "state"
+    r = apply_cases(state, [[rel["base"], "unix", NOW]], roots)[0]
+    assert r["ok"] == "B", r
+    confirm(state)
+    out = apply_cases(state, [[p, "unix", NOW] for _, p, _ in cases] + [[good, "unix", NOW]], roots)
+    for (name, _, reason), r in zip(cases, out):
+        assert r.get("err") == reason, (name, r)
+        assert r["rec_same"] and r["running_same"], (name, r)
+        assert r["rec"]["state"] == "confirmed" and r["rec"]["active"] == "B", (name, r)
+        assert r["note"]["reason"] == reason
+    assert out[-1].get("ok") == "A" and out[-1]["ver"] == "1.1.0", out[-1]
+    # The host tool gives the same answers before touching a board.
+    host_roots = fb.load_roots([str(rp)])
+    for name, p, reason in cases:
+        with pytest.raises(fb.Refused) as e:
+            fb.local_check(p, "unix", host_roots)
+        assert e.value.reason == reason, name
+    assert fb.local_check(good, "unix", host_roots)["version"] == "1.1.0"

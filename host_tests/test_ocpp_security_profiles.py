@@ -641,3 +641,48 @@ def test_link_arguments_per_profile():
     assert out["R2t"] == str(["wss://tls.example/ocpp/CP7", ("CP7", "cfgpass-0123456789"), "CA-PEM", None, None])
     assert out["R3"] == str([W, None, "CA-PEM", "CERT", "KEY"])  # the certificate, no password
     assert out["I"] == str([0, 1, 2, 2])
+
+
+def test_install_certificate_applies_the_certificate_policy(make_csms, make_fw):
+    """InstallCertificate holds a root to the firmware-signing policy's issuer
+    rules (firmware/ota/policy.py): a critical extension the charger does not
+    know, a keyUsage without keyCertSign, a duplicated basicConstraints,
+    BER lengths, Feb 30: Rejected, and the InvalidCentralSystemCertificate
+    event's techInfo names the reason code. A proper root is accepted."""
+    import certkit as K
+    from ota_helpers import issue
+    csms, fw = online(make_csms, make_fw)
+
+    def pem_of(c):
+        der = c if isinstance(c, bytes) else c.public_bytes(serialization.Encoding.DER)
+        b = base64.b64encode(der).decode()
+        return "-----BEGIN CERTIFICATE-----\n%s\n-----END CERTIFICATE-----\n" % "\n".join(
+            b[i:i + 64] for i in range(0, len(b), 64))
+
+    odd = x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.55555.7"), b"\x05\x00")
+    k = K.ec_key()
+    n = K.name("Doubled Root")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    validity = K.seq(K.utc((now - datetime.timedelta(days=1)).strftime("%y%m%d%H%M%SZ")),
+                     K.utc((now + datetime.timedelta(days=300)).strftime("%y%m%d%H%M%SZ")))
+    good_raw = K.cert(n, n, k, k, K.ca_exts(k), validity=validity)
+    t, a, s = K.split(good_raw)
+    feb30 = K.seq(K.utc((now - datetime.timedelta(days=1)).strftime("%y%m%d%H%M%SZ")),
+                  K.utc("%02d0230000000Z" % ((now.year + 1) % 100)))
+    cases = [
+        ("unknown_critical_extension", issue("Odd Root", None, None, ca=True, key_usage={"key_cert_sign"},
+                                             extra=[(odd, True)])[0]),
+        ("issuer_key_usage", issue("No keyCertSign Root", None, None, ca=True, key_usage={"crl_sign"})[0]),
+        ("duplicate_extension", K.cert(n, n, k, k, [K.bc(False), K.bc(True), K.ku(K.KEY_CERT_SIGN)],
+                                       validity=validity)),
+        ("der_length", b"\x30\x83\x00" + len(t + a + s).to_bytes(2, "big") + t + a + s),
+        ("bad_time", K.cert(n, n, k, k, K.ca_exts(k), validity=feb30)),
+    ]
+    for reason, c in cases:
+        for kind in ("ManufacturerRootCertificate", "CentralSystemRootCertificate"):
+            mark = csms.mark()
+            assert install(fw, csms, kind, pem_of(c)) == "Rejected", (reason, kind)
+            ev = until(fw, lambda: sec_events(csms, "InvalidCentralSystemCertificate", mark), what="event")
+            assert reason in ev[0]["techInfo"] and kind in ev[0]["techInfo"], (reason, ev)
+    assert installed(fw, csms, "ManufacturerRootCertificate")[0] == "NotFound"
+    assert install(fw, csms, "ManufacturerRootCertificate", pem_of(good_raw)) == "Accepted"

@@ -329,3 +329,66 @@ def test_downgrade_only_when_the_bundle_allows_it_and_the_csms_asks(online, kit)
     assert signed_request(csms, fw, put(csms, kit, "older"), kit.files["older"], request_id=4)["status"] == "Accepted"
     assert advance_until(fw, lambda: final(csms, 4))
     assert signed_statuses(csms, 4)[-1] == "InstallVerificationFailed" and slot_of(fw) == ("B", "0.1.5")
+
+
+def test_certificate_policy_refusals_over_ocpp(make_csms, make_fw, kit, tmp_path):  # noqa: F811
+    """The firmware-signing certificate policy end to end: a TLS server
+    certificate, an intermediate or the root as signer, a critical unknown
+    extension, an issuer without keyCertSign, a missing intermediate: each
+    answered InvalidCertificate with an InvalidFirmwareSigningCertificate
+    event naming its reason code, nothing downloaded, the running slot kept.
+    A BER-encoded signature is InvalidSignature (reason bad_signature). A
+    valid 3-level chain (the intermediate as a second PEM block of
+    signingCertificate) installs."""
+    import base64
+    import hashlib
+    from cryptography.hazmat.primitives import serialization
+    from ota_helpers import ber_signature, issue, pem_chain, sign_digest, signer_kinds
+    root, root_key = issue("Policy Test Root", None, None, ca=True, path_len=1,
+                           key_usage={"key_cert_sign", "crl_sign"}, days=(-1, 3650))
+    rp = tmp_path / "policy-root.pem"
+    rp.write_bytes(root.public_bytes(serialization.Encoding.PEM))
+    csms = make_csms(ping_interval=None, http_port=0)
+    fw = make_fw(sets=["csms_url=ws://127.0.0.1:%d" % csms.port, "fw_root=" + str(rp), "ota_confirm_s=30"])
+    fw.advance(100)
+    csms.wait_for_sync("BootNotification", cp=CP, timeout=10)
+    fw.advance(2000)
+    good = kit.files["good"]
+    image = good["bundle"].read_bytes()
+    digest = hashlib.sha256(image).digest()
+    kinds = signer_kinds(root, root_key)
+    url = put(csms, kit, "good")
+    rid = 200
+    for name, (key, certs, reason) in kinds.items():
+        if reason is None:
+            continue
+        rid += 1
+        mark = csms.mark()
+        sig = base64.b64encode(sign_digest(key, digest)).decode()
+        r = signed_request(csms, fw, url, good, request_id=rid, signature=sig, cert=pem_chain(certs))
+        assert r["status"] == "InvalidCertificate", name
+        fw.advance(3000)
+        ev = [e for e in security_events(csms, mark) if e["type"] == "InvalidFirmwareSigningCertificate"]
+        assert ev and reason in ev[0]["techInfo"], (name, ev)
+        assert signed_statuses(csms, rid) == [], name
+        assert slot_of(fw) == ("F", FACTORY_VERSION), name
+    # A BER signature by the valid chain's signer: downloaded, then refused.
+    key, certs, _ = kinds["three_level"]
+    rid += 1
+    mark = csms.mark()
+    sig = base64.b64encode(ber_signature(sign_digest(key, digest))).decode()
+    r = signed_request(csms, fw, url, good, request_id=rid, signature=sig, cert=pem_chain(certs))
+    assert r["status"] == "Accepted"
+    assert advance_until(fw, lambda: final(csms, rid), limit_ms=60_000)
+    assert signed_statuses(csms, rid) == ["Downloading", "Downloaded", "InvalidSignature"]
+    ev = [e for e in security_events(csms, mark) if e["type"] == "InvalidFirmwareSignature"]
+    assert ev and "bad_signature" in ev[0]["techInfo"], ev
+    assert slot_of(fw) == ("F", FACTORY_VERSION)
+    # The valid 3-level chain installs.
+    rid += 1
+    sig = base64.b64encode(sign_digest(key, digest)).decode()
+    r = signed_request(csms, fw, url, good, request_id=rid, signature=sig, cert=pem_chain(certs))
+    assert r["status"] == "Accepted"
+    assert advance_until(fw, lambda: final(csms, rid))
+    assert signed_statuses(csms, rid)[-1] == "Installed", signed_statuses(csms, rid)
+    assert slot_of(fw) == ("A", "0.2.0")

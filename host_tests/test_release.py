@@ -43,7 +43,7 @@ for c in cases:
     try:
         if op == 'verify':
             r = bundle.verify_bundle(c['bundle'], c.get('sig_text') or txt(c['sig']), txt(c['cert']),
-                                     [rd(p) for p in c['roots']], c.get('now', now))
+                                     [rd(p) for p in c['roots']], c.get('now', now), alg=c.get('alg'))
             res = 'ok:' + r.subject_cn
         elif op == 'check':
             m = bundle.read_manifest(c['bundle'])
@@ -402,3 +402,54 @@ def test_extract(rel, tmp_path):
                        capture_output=True, text=True, cwd=str(tmp_path), timeout=60)
     assert p.returncode == 0, p.stderr + p.stdout
     assert ".mpy" in p.stdout and str(tmp_path / "unix") in p.stdout, p.stdout
+
+
+def test_sign_with_a_chain_and_pss_salt(rel, tmp_path):
+    """release.py sign --cert with the signer followed by its intermediate: the
+    request's signingCertificate carries both PEM blocks, the embedded trailer
+    both DER certificates, and the charger verifies through the intermediate.
+    A PSS bundle signature must use salt length 32."""
+    import hashlib
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, utils
+    from ota_helpers import CODE_SIGNING, issue, pem_chain
+    from cryptography.x509.oid import ObjectIdentifier
+    root, rkey = issue("Chain Root", None, None, ca=True, path_len=1, key_usage={"key_cert_sign"}, days=(-1, 3650))
+    inter, ikey = issue("Chain Intermediate", root, rkey, ca=True, path_len=0, key_usage={"key_cert_sign"})
+    signer, skey = issue("Chain Signer", inter, ikey, key_usage={"digital_signature"},
+                         eku=[ObjectIdentifier(CODE_SIGNING)])
+    (tmp_path / "root.pem").write_bytes(root.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "chain.pem").write_text(pem_chain([signer, inter]))
+    (tmp_path / "signer.pem").write_text(pem_chain([signer]))
+    (tmp_path / "signer.key").write_bytes(skey.private_bytes(serialization.Encoding.PEM,
+                                                             serialization.PrivateFormat.PKCS8,
+                                                             serialization.NoEncryption()))
+    good = str(rel["good"])
+    p = tool("sign", "--bundle", good, "--key", str(tmp_path / "signer.key"), "--cert", str(tmp_path / "chain.pem"),
+             "--out", str(tmp_path / "chain.sig"))
+    snip = json.loads(p.stdout)
+    assert snip["signingCertificate"].count("BEGIN CERTIFICATE") == 2
+    tool("sign", "--embed", "--bundle", good, "--key", str(tmp_path / "signer.key"),
+         "--cert", str(tmp_path / "chain.pem"), "--out", str(tmp_path / "chain.signed"))
+    data = (tmp_path / "chain.signed").read_bytes()
+    n, c, s = struct.unpack(">IHH", data[-20:-12])
+    ders = b"".join(x.public_bytes(serialization.Encoding.DER) for x in (signer, inter))
+    assert data[n:n + c] == ders
+    # PSS signatures by the RSA signing key over the bundle's digest, salt 32, 20 and 0.
+    digest = hashlib.sha256(rel["good"].read_bytes()).digest()
+    rsa_key = serialization.load_pem_private_key((rel["rsa"] / "signing.key").read_bytes(), None)
+    pss = {}
+    for salt in (32, 20, 0):
+        sig = rsa_key.sign(digest, padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=salt),
+                           utils.Prehashed(hashes.SHA256()))
+        pss[salt] = base64.b64encode(sig).decode()
+    roots = [str(tmp_path / "root.pem"), str(rel["rsa"] / "root.pem")]
+    sig = tmp_path / "chain.sig"
+    cases = [dict(op="verify", bundle=good, sig=str(sig), cert=str(tmp_path / "chain.pem"), roots=roots),
+             dict(op="verify", bundle=good, sig=str(sig), cert=str(tmp_path / "signer.pem"), roots=roots)]
+    for salt in (32, 20, 0):
+        cases.append(dict(op="verify", bundle=good, sig=str(sig), sig_text=pss[salt],
+                          cert=str(rel["rsa"] / "signing.pem"), roots=roots, alg="rsa-pss-sha256"))
+    r = [x["res"] for x in mp_cases(tmp_path, cases)]
+    assert r == ["ok:Chain Root", "err:unknown_root", "ok:RSA Maker Root", "err:bad_signature",
+                 "err:bad_signature"], r

@@ -13,8 +13,9 @@ signature, their lengths and the magic b"CHARGER-SIG1":
 Steps:
   1. Local checks (refuse before touching the board), with the rules the
      board uses: a trailer, a signature over the first N bytes that verifies
-     with the certificate's key, a certificate valid today (and issued by
-     --root when given), the manifest read and validated by the firmware's own
+     with the certificate's key, a certificate valid today (and, when --root
+     is given, the board's own chain and certificate policy from
+     firmware/ota/verify.py and policy.py), the manifest read and validated by the firmware's own
      firmware/ota/bundle.py, N = header + manifest + files, a file for the
      target, every file's SHA-256.
   2. Hand-over: the first mpremote connection sends Ctrl-C Ctrl-A; the
@@ -48,6 +49,8 @@ if ROOT not in sys.path:
 
 from firmware.ota import VerifyError  # noqa: E402  (the board's rules, run on CPython)
 from firmware.ota import bundle as fw_bundle  # noqa: E402
+from firmware.ota import der as fw_der  # noqa: E402
+from firmware.ota import verify as fw_verify  # noqa: E402
 
 TRAILER_MAGIC = fw_bundle.SIG_MAGIC
 BOARD_TARGETS = ("esp32", "rp2040")
@@ -100,7 +103,13 @@ def local_check(path, target=None, roots=(), now=None):
         raise Refused("unsigned", "no CHARGER-SIG1 trailer: sign with tools/release.py sign --embed")
     n, cert_der, sig = t
     try:
-        cert = x509.load_der_x509_certificate(cert_der)
+        # The signing certificate, then any intermediates (DER back to back).
+        ders = fw_der.split_certificates(cert_der)
+        for d in ders:
+            fw_der.parse_certificate(d)  # the board's strict DER first: its reason codes
+        cert = x509.load_der_x509_certificate(ders[0])
+    except VerifyError as e:
+        raise Refused(e.reason, "signing certificate: %s" % e)
     except ValueError as e:
         raise Refused("malformed", "signing certificate: %s" % e)
     now = now if now is not None else time.time()
@@ -110,16 +119,12 @@ def local_check(path, target=None, roots=(), now=None):
     if when > cert.not_valid_after_utc:
         raise Refused("cert_expired", cert.subject.rfc4514_string())
     if roots:
-        ok = False
-        for r in roots:
-            try:
-                cert.verify_directly_issued_by(r)
-                ok = True
-                break
-            except Exception:
-                continue
-        if not ok:
-            raise Refused("unknown_root", "not issued by any of the --root certificates")
+        # The board's own chain and certificate policy (firmware/ota/verify.py, policy.py).
+        from cryptography.hazmat.primitives import serialization
+        try:
+            fw_verify.verify_chain(ders, [r.public_bytes(serialization.Encoding.DER) for r in roots], int(now))
+        except VerifyError as e:
+            raise Refused(e.reason, e.detail or "")
     h = hashlib.sha256()
     with open(path, "rb") as f:
         left = n

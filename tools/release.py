@@ -63,7 +63,11 @@ sign
     (DER), the signature and a trailer (u32 bundle length, u16 certificate
     length, u16 signature length, b"CHARGER-SIG1"), for a USB update
     (make flash-bundle) or a legacy UpdateFirmware, which has no signature
-    field. The signature is the same either way.
+    field. The signature is the same either way. --cert may hold the signing
+    certificate followed by intermediate CA certificates (a manufacturer PKI
+    root -> intermediate(s) -> signer, at most 4 certificates with the root):
+    the request's signingCertificate then carries them all as PEM blocks, and
+    the embedded trailer their DER back to back, signer first.
 
     Each target's firmware/version.py in the bundle is replaced by one that
     says the bundle's version, so a charger reports what it runs.
@@ -292,7 +296,9 @@ def sign_bundle(bundle, key_path, cert_path, out, embed=False):
         key = serialization.load_pem_private_key(f.read(), password=None)
     with open(cert_path, "rb") as f:
         cert_pem = f.read()
-    cert = x509.load_pem_x509_certificate(cert_pem)
+    # The signing certificate, then any intermediate CAs up to the root (a PEM chain).
+    chain = x509.load_pem_x509_certificates(cert_pem)
+    cert = chain[0]
     if cert.public_key().public_numbers() != key.public_key().public_numbers():
         raise ReleaseError("%s does not belong to the key %s" % (cert_path, key_path))
     digest = bytes.fromhex(_sha256_file(bundle))
@@ -315,7 +321,7 @@ def sign_bundle(bundle, key_path, cert_path, out, embed=False):
             data = f.read()
         if data[-len(SIG_MAGIC):] == SIG_MAGIC:
             raise ReleaseError("%s is already signed" % bundle)
-        cert_der = cert.public_bytes(serialization.Encoding.DER)
+        cert_der = b"".join(c.public_bytes(serialization.Encoding.DER) for c in chain)
         trailer = cert_der + sig + struct.pack(">IHH", len(data), len(cert_der), len(sig)) + SIG_MAGIC
         with open(out, "wb") as f:
             f.write(data + trailer)

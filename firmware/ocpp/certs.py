@@ -106,15 +106,11 @@ def _one_cert(text):
 
 
 def check_root(c, now):
-    # A trust anchor: a CA, in its validity period, its self-signature good.
-    if c.is_ca is not True:
-        raise VerifyError("issuer_not_ca", "not a CA certificate")
-    if c.issuer == c.subject:
-        verify.verify_cert(c, c, now)
-    elif now < c.not_before:
-        raise VerifyError("cert_not_yet_valid", c.subject_cn)
-    elif now > c.not_after:
-        raise VerifyError("cert_expired", c.subject_cn)
+    # A trust anchor by the firmware-signing policy's issuer rules: a CA,
+    # keyCertSign, no unknown critical extension, a usable key, in its
+    # validity period, its self-signature good (firmware/ota/policy.py).
+    from firmware.ota import policy
+    policy.check_anchor(c, now)
 
 
 def _read(path):

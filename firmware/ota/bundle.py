@@ -22,7 +22,11 @@
 #   <bundle, L bytes> <signing certificate DER, c bytes> <signature, s bytes>
 #   <u32 L> <u16 c> <u16 s> b"CHARGER-SIG1"
 # The signature is over the SHA-256 of the first L bytes (the plain bundle),
-# so signing with and without --embed gives the same signature.
+# so signing with and without --embed gives the same signature. The c bytes
+# are the signing certificate's DER, then its intermediate CAs' DER back to
+# back if the manufacturer has any (the OCPP request carries them as further
+# PEM blocks in signingCertificate). The signature is DER (ECDSA: raw 64-byte
+# r || s is accepted too), PKCS#1 v1.5, or PSS with salt length 32.
 #
 # Reasons (VerifyError.reason or check_bundle's return value):
 #   bad_manifest   header/manifest unreadable, oversized or invalid (incl. path traversal)
@@ -317,7 +321,8 @@ def verify_bundle(path, sig_b64, signing_cert_pem, roots, now, alg=None, length=
     """Verify the signature over the whole bundle file and the signing certificate.
 
     sig_b64: the base64 signature (OCPP firmware.signature). signing_cert_pem:
-    the signing certificate (PEM text, or DER). roots: installed
+    the signing certificate (PEM text, or DER), followed by the intermediate
+    CA certificates between it and the root if any. roots: installed
     ManufacturerRootCertificates (DER/PEM/Certificate list, or one PEM text
     holding several). now: Unix epoch seconds. alg: a der.ALG_* name; by
     default ECDSA for an EC key and PKCS#1 v1.5 for an RSA key. length: hash
@@ -327,10 +332,12 @@ def verify_bundle(path, sig_b64, signing_cert_pem, roots, now, alg=None, length=
     from firmware.ota import der, verify
     from firmware.ota.sha import sha256_file
     try:
-        cert = der.parse_certificate(signing_cert_pem)
+        # The signer first, then any intermediates (several PEM blocks, or DER back to back).
+        chain = [der.parse_certificate(d) for d in der.split_certificates(signing_cert_pem)]
+        cert = chain[0]
         if isinstance(roots, (str, bytes)):
             roots = der.pem_to_der_all(roots)
-        root = verify.verify_chain(cert, roots, now)
+        root = verify.verify_chain(chain, roots, now)
         try:
             sig = binascii.a2b_base64(sig_b64)
         except Exception:
@@ -342,7 +349,9 @@ def verify_bundle(path, sig_b64, signing_cert_pem, roots, now, alg=None, length=
         except OSError as e:
             raise VerifyError(SIZE_MISMATCH, "cannot read: %r" % e)
         try:
-            verify.verify_signature(cert, alg or _sig_alg(cert), digest, sig, is_digest=True)
+            # PSS salt = hash length; ECDSA in DER or raw r||s (both documented above).
+            verify.verify_signature(cert, alg or _sig_alg(cert), digest, sig, is_digest=True, pss_salt=32,
+                                    ecdsa_form=verify.ECDSA_ANY)
         except VerifyError as ex:
             if ex.reason == "malformed":
                 raise VerifyError(BAD_SIGNATURE, str(ex))

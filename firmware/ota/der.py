@@ -1,6 +1,23 @@
-# Minimal DER reader and X.509 certificate parser.
+# Strict DER reader and X.509 certificate parser.
 # Works on offsets into one memoryview so a certificate is not copied piecewise;
-# every read is bounds-checked and any inconsistency raises VerifyError("malformed").
+# every read is bounds-checked. Only DER is accepted, never BER: a value has
+# exactly one encoding, so a signed certificate cannot be re-encoded into a
+# different byte string that still verifies (malleability). Refusals:
+#   der_length    indefinite or non-minimal length
+#   der_integer   empty INTEGER or one with a redundant leading 0x00 / 0xFF
+#   der_boolean   BOOLEAN other than one byte 0x00 / 0xFF
+#   der_trailing  bytes after a structure that should end there
+#   der_default   a DEFAULT value written out (extension critical FALSE,
+#                 basicConstraints cA FALSE, version v1)
+#   bad_time      a validity date that is not a calendar date, or not the
+#                 RFC 5280 form (UTCTime through 2049, GeneralizedTime from
+#                 2050, YYMMDDHHMMSSZ / YYYYMMDDHHMMSSZ)
+#   bad_version   a version other than v1..v3, or extensions / unique IDs
+#                 where the version has none
+#   sig_alg_mismatch  outer signatureAlgorithm differs from the tbs one
+#   duplicate_extension  one extension OID twice
+#   malformed     anything else structurally wrong (truncation, wrong tags)
+# The policy over the parsed fields is in firmware/ota/policy.py.
 import binascii
 
 from firmware.ota import VerifyError
@@ -26,6 +43,18 @@ OID_ECDSA_SHA256 = "1.2.840.10045.4.3.2"
 OID_SHA256 = "2.16.840.1.101.3.4.2.1"
 OID_CN = "2.5.4.3"
 OID_BASIC_CONSTRAINTS = "2.5.29.19"
+OID_KEY_USAGE = "2.5.29.15"
+OID_EXT_KEY_USAGE = "2.5.29.37"
+
+DER_LENGTH = "der_length"
+DER_INTEGER = "der_integer"
+DER_BOOLEAN = "der_boolean"
+DER_TRAILING = "der_trailing"
+DER_DEFAULT = "der_default"
+BAD_TIME = "bad_time"
+BAD_VERSION = "bad_version"
+SIG_ALG_MISMATCH = "sig_alg_mismatch"
+DUPLICATE_EXTENSION = "duplicate_extension"
 
 # Signature algorithm names shared with verify.py.
 ALG_RSA_PKCS1_SHA256 = "rsa-pkcs1-sha256"
@@ -49,13 +78,19 @@ def read_tlv(buf, pos, end):
     if ln & 0x80:
         nb = ln & 0x7F
         # 0x80 is BER indefinite length; >4 length bytes cannot fit in any sane cert.
-        if nb == 0 or nb > 4:
+        if nb == 0:
+            raise VerifyError(DER_LENGTH, "indefinite length")
+        if nb > 4:
             raise _bad("bad length")
         if pos + nb > end:
             raise _bad("truncated length")
+        if buf[pos] == 0:
+            raise VerifyError(DER_LENGTH, "leading zero length byte")
         ln = 0
         for i in range(nb):
             ln = (ln << 8) | buf[pos + i]
+        if ln < 0x80:
+            raise VerifyError(DER_LENGTH, "long form for a short length")
         pos += nb
     if ln > end - pos:
         raise _bad("length overruns")
@@ -66,6 +101,14 @@ def expect(buf, pos, end, tag):
     t, s, e = read_tlv(buf, pos, end)
     if t != tag:
         raise _bad("expected tag 0x%02x got 0x%02x" % (tag, t))
+    return s, e
+
+
+def expect_all(buf, pos, end, tag):
+    # One TLV of this tag that fills [pos, end) exactly.
+    s, e = expect(buf, pos, end, tag)
+    if e != end:
+        raise VerifyError(DER_TRAILING, "after tag 0x%02x" % tag)
     return s, e
 
 
@@ -82,7 +125,10 @@ def children(buf, start, end):
 
 def parse_int(buf, s, e, unsigned=True):
     if s >= e:
-        raise _bad("empty integer")
+        raise VerifyError(DER_INTEGER, "empty integer")
+    # Minimal two's complement: the first 9 bits are never all equal.
+    if e - s > 1 and ((buf[s] == 0 and not buf[s + 1] & 0x80) or (buf[s] == 0xFF and buf[s + 1] & 0x80)):
+        raise VerifyError(DER_INTEGER, "redundant leading byte")
     if unsigned and buf[s] & 0x80:
         raise _bad("negative integer")
     v = int.from_bytes(bytes(buf[s:e]), "big")
@@ -98,6 +144,8 @@ def parse_oid(buf, s, e):
     v = 0
     for i in range(s, e):
         b = buf[i]
+        if b == 0x80 and v == 0:
+            raise _bad("oid padding")  # a subidentifier never starts with 0x80 (X.690 8.19.2)
         v = (v << 7) | (b & 0x7F)
         if not b & 0x80:
             parts.append(v)
@@ -110,6 +158,45 @@ def parse_oid(buf, s, e):
     else:
         head = "2.%d" % (first - 80)
     return ".".join([head] + [str(p) for p in parts[1:]])
+
+
+def parse_bool(buf, s, e):
+    if e - s != 1 or buf[s] not in (0, 0xFF):
+        raise VerifyError(DER_BOOLEAN, "boolean")
+    return buf[s] == 0xFF
+
+
+def parse_ecdsa_signature(sig):
+    # Ecdsa-Sig-Value ::= SEQUENCE { r INTEGER, s INTEGER }, strict DER, nothing after it.
+    sig = bytes(sig)
+    try:
+        s0, e0 = expect_all(sig, 0, len(sig), SEQUENCE)
+        kids = children(sig, s0, e0)
+        if len(kids) != 2 or kids[0][0] != INTEGER or kids[1][0] != INTEGER:
+            raise _bad("ecdsa signature")
+        return parse_int(sig, kids[0][1], kids[0][2]), parse_int(sig, kids[1][1], kids[1][2])
+    except VerifyError as ex:
+        raise VerifyError("bad_signature", "ecdsa encoding: %s" % ex)
+
+
+def split_certificates(blob):
+    # Certificates one after another (PEM blocks, or DER back to back: a signed
+    # bundle's trailer) -> list of DER byte strings, signer first.
+    if isinstance(blob, str) or bytes(blob[:5]) == b"-----" or b"-----BEGIN" in bytes(blob[:64]):
+        out = pem_to_der_all(blob)
+        if not out:
+            raise _bad("no PEM block")
+        return out
+    blob = bytes(blob)
+    out = []
+    pos = 0
+    while pos < len(blob):
+        _, _, e = read_tlv(blob, pos, len(blob))
+        out.append(blob[pos:e])
+        pos = e
+    if not out:
+        raise _bad("no certificate")
+    return out
 
 
 def parse_bitstring(buf, s, e):
@@ -134,19 +221,19 @@ def parse_time(buf, tag, s, e):
     txt = bytes(buf[s:e])
     if tag == UTC_TIME:
         if len(txt) != 13:
-            raise _bad("utctime")
+            raise VerifyError(BAD_TIME, "utctime")
         body = txt[:12]
     elif tag == GEN_TIME:
         if len(txt) != 15:
-            raise _bad("generalizedtime")
+            raise VerifyError(BAD_TIME, "generalizedtime")
         body = txt[:14]
     else:
         raise _bad("time tag")
     if txt[-1] != 0x5A:  # 'Z': DER requires UTC
-        raise _bad("time zone")
+        raise VerifyError(BAD_TIME, "time zone")
     for c in body:
         if c < 0x30 or c > 0x39:
-            raise _bad("time digits")
+            raise VerifyError(BAD_TIME, "time digits")
     if tag == UTC_TIME:
         y = int(body[0:2])
         # RFC 5280: YY >= 50 means 19YY.
@@ -155,14 +242,23 @@ def parse_time(buf, tag, s, e):
     else:
         y = int(body[0:4])
         body = body[4:]
+        # RFC 5280 4.1.2.5: dates through 2049 are UTCTime.
+        if 1950 <= y <= 2049:
+            raise VerifyError(BAD_TIME, "GeneralizedTime before 2050")
     mo = int(body[0:2])
     d = int(body[2:4])
     hh = int(body[4:6])
     mi = int(body[6:8])
     ss = int(body[8:10])
-    if not (1 <= mo <= 12 and 1 <= d <= 31 and hh < 24 and mi < 60 and ss < 60):
-        raise _bad("time range")
+    if not (1 <= mo <= 12 and 1 <= d <= days_in_month(y, mo) and hh < 24 and mi < 60 and ss < 60):
+        raise VerifyError(BAD_TIME, "not a calendar date")
     return ((_days_from_civil(y, mo, d) * 24 + hh) * 60 + mi) * 60 + ss
+
+
+def days_in_month(y, m):
+    if m == 2:
+        return 29 if (y % 4 == 0 and y % 100 != 0) or y % 400 == 0 else 28
+    return 30 if m in (4, 6, 9, 11) else 31
 
 
 def _str_value(buf, tag, s, e):
@@ -210,8 +306,13 @@ def parse_sig_alg(buf, s, e):
     # AlgorithmIdentifier of a signature -> (alg name, pss salt length or None).
     oid, params = _alg_oid(buf, s, e)
     if oid == OID_RSA_SHA256:
+        # RFC 4055: parameters NULL (absent tolerated, as some CAs write it).
+        if params and (len(params) != 1 or params[0][0] != NULL or params[0][1] != params[0][2]):
+            raise _bad("rsa parameters")
         return ALG_RSA_PKCS1_SHA256, None
     if oid == OID_ECDSA_SHA256:
+        if params:
+            raise _bad("ecdsa parameters")  # RFC 5758: absent
         return ALG_ECDSA_SHA256, None
     if oid == OID_RSA_PSS:
         if len(params) != 1 or params[0][0] != SEQUENCE:
@@ -219,10 +320,12 @@ def parse_sig_alg(buf, s, e):
             raise VerifyError("unsupported_algorithm", "pss without sha256 params")
         hash_ok = mgf_ok = False
         salt = 20
+        last = -1
         for t, ps, pe in children(buf, params[0][1], params[0][2]):
             inner = read_tlv(buf, ps, pe) if ps < pe else None
-            if inner is None:
+            if inner is None or inner[2] != pe or not 0xA0 <= t <= 0xA3 or t <= last:
                 raise _bad("pss params")
+            last = t
             if t == 0xA0:
                 hash_ok = _hash_alg_is_sha256(buf, inner)
             elif t == 0xA1:
@@ -251,6 +354,9 @@ def parse_spki(buf, s, e):
     oid, params = _alg_oid(buf, kids[0][1], kids[0][2])
     ks, ke = parse_bitstring(buf, kids[1][1], kids[1][2])
     if oid == OID_RSA:
+        # RFC 3279 2.3.1: the parameters are NULL.
+        if len(params) != 1 or params[0][0] != NULL or params[0][1] != params[0][2]:
+            raise _bad("rsa key parameters")
         ss, se = expect(buf, ks, ke, SEQUENCE)
         if se != ke:
             raise _bad("rsa key trailing")
@@ -273,22 +379,27 @@ def parse_spki(buf, s, e):
 
 
 class Certificate:
-    # Parsed view of one X.509 v3 certificate; byte fields are bytes copies of small parts.
+    # Parsed view of one X.509 certificate; byte fields are bytes copies of small parts.
+    #   is_ca       None: no basicConstraints; else its cA
+    #   path_len    basicConstraints pathLenConstraint or None
+    #   key_usage   None: no keyUsage; else a bit mask (KU_*)
+    #   ext_key_usage  None, or the list of purpose OIDs
+    #   unknown_critical  OIDs of critical extensions this parser does not know
     def __init__(self, der):
         if isinstance(der, str) or bytes(der[:5]) == b"-----":
             der = pem_to_der(der)
         self.der = bytes(der)
         buf = memoryview(self.der)
         end = len(self.der)
-        cs, ce = expect(buf, 0, end, SEQUENCE)
-        if ce != end:
-            raise _bad("trailing data")
+        cs, ce = expect_all(buf, 0, end, SEQUENCE)
         top = children(buf, cs, ce)
         if len(top) != 3 or top[0][0] != SEQUENCE or top[1][0] != SEQUENCE or top[2][0] != BIT_STRING:
             raise _bad("certificate")
         # The signed bytes include the tbsCertificate's own tag and length.
         tbs_hdr = cs
         self.tbs = bytes(buf[tbs_hdr:top[0][2]])
+        # The whole outer AlgorithmIdentifier TLV, to compare with the tbs one byte for byte.
+        self._outer_alg = bytes(buf[top[0][2]:top[1][2]])
         self.sig_alg, self.pss_salt = parse_sig_alg(buf, top[1][1], top[1][2])
         ss, se = parse_bitstring(buf, top[2][1], top[2][2])
         self.signature = bytes(buf[ss:se])
@@ -299,8 +410,14 @@ class Certificate:
         i = 0
         self.version = 1
         if kids and kids[0][0] == 0xA0:
-            vs, ve = expect(buf, kids[0][1], kids[0][2], INTEGER)
-            self.version = parse_int(buf, vs, ve) + 1
+            vs, ve = expect_all(buf, kids[0][1], kids[0][2], INTEGER)
+            v = parse_int(buf, vs, ve, unsigned=False)
+            # v1 is the DEFAULT: DER leaves it out, so an explicit 0 is not DER.
+            if v == 0:
+                raise VerifyError(DER_DEFAULT, "version v1 written out")
+            if v not in (1, 2):
+                raise VerifyError(BAD_VERSION, "version %d" % (v + 1))
+            self.version = v + 1
             i = 1
         if len(kids) < i + 6:
             raise _bad("tbs fields")
@@ -310,9 +427,11 @@ class Certificate:
         if validity[0] != SEQUENCE or subject[0] != SEQUENCE or spki[0] != SEQUENCE:
             raise _bad("tbs")
         self.serial = parse_int(buf, serial[1], serial[2], unsigned=False)
-        # RFC 5280 4.1.1.2: the inner algorithm must equal the outer one.
-        if parse_sig_alg(buf, inner_alg[1], inner_alg[2])[0] != self.sig_alg:
-            raise _bad("signature algorithm mismatch")
+        # RFC 5280 4.1.1.2: the inner algorithm equals the outer one, parameters
+        # included (so the PSS parameters used are the signed ones).
+        prev_end = serial[2]
+        if bytes(buf[prev_end:inner_alg[2]]) != self._outer_alg:
+            raise VerifyError(SIG_ALG_MISMATCH, "tbs and outer signature algorithms differ")
         self.issuer = bytes(buf[issuer[1]:issuer[2]])
         self.issuer_cn = parse_name_cn(buf, issuer[1], issuer[2])
         self.subject = bytes(buf[subject[1]:subject[2]])
@@ -324,28 +443,26 @@ class Certificate:
         self.not_after = parse_time(buf, times[1][0], times[1][1], times[1][2])
         self.public_key = parse_spki(buf, spki[1], spki[2])
         self.is_ca = None  # None: no basicConstraints extension present
+        self.path_len = None
+        self.key_usage = None
+        self.ext_key_usage = None
+        self.unknown_critical = []
+        self.extension_oids = []
+        # Optional fields in their order, each once: issuerUniqueID [1],
+        # subjectUniqueID [2] (v2 and v3 only), extensions [3] (v3 only).
+        last = 0
         for t, xs, xe in kids[i + 6:]:
-            if t == 0xA3:
-                self._parse_extensions(buf, xs, xe)
-
-    def _parse_extensions(self, buf, s, e):
-        ss, se = expect(buf, s, e, SEQUENCE)
-        for t, xs, xe in children(buf, ss, se):
-            if t != SEQUENCE:
-                raise _bad("extension")
-            ext = children(buf, xs, xe)
-            if len(ext) < 2 or ext[0][0] != OID or ext[-1][0] != OCTET_STRING:
-                raise _bad("extension")
-            if parse_oid(buf, ext[0][1], ext[0][2]) != OID_BASIC_CONSTRAINTS:
-                continue
-            bs, be = expect(buf, ext[-1][1], ext[-1][2], SEQUENCE)
-            ca = False
-            for t2, vs, ve in children(buf, bs, be):
-                if t2 == BOOLEAN:
-                    if ve - vs != 1:
-                        raise _bad("boolean")
-                    ca = buf[vs] != 0
-            self.is_ca = ca
+            n = {0x81: 1, 0xA1: 1, 0x82: 2, 0xA2: 2, 0xA3: 3}.get(t)
+            if n is None or n <= last:
+                raise _bad("tbs field 0x%02x" % t)
+            last = n
+            if n == 3:
+                if self.version != 3:
+                    raise VerifyError(BAD_VERSION, "extensions in a v%d certificate" % self.version)
+                from firmware.ota import x509ext  # its own module: keeps der.py small to compile
+                x509ext.parse(self, buf, xs, xe)
+            elif self.version < 2:
+                raise VerifyError(BAD_VERSION, "unique identifier in a v1 certificate")
 
 
 def pem_to_der(pem, label="CERTIFICATE"):

@@ -69,19 +69,11 @@ def _bitlen(n):
 
 
 def decode_signature(sig):
-    # DER SEQUENCE { r INTEGER, s INTEGER } or raw 64-byte r || s.
-    sig = bytes(sig)
-    if len(sig) >= 8 and sig[0] == 0x30:
-        try:
-            s0, e0 = der.expect(sig, 0, len(sig), der.SEQUENCE)
-            kids = der.children(sig, s0, e0)
-            if e0 == len(sig) and len(kids) == 2 and kids[0][0] == der.INTEGER and kids[1][0] == der.INTEGER:
-                return der.parse_int(sig, kids[0][1], kids[0][2]), der.parse_int(sig, kids[1][1], kids[1][2])
-        except VerifyError:
-            pass
-    if len(sig) == 64:
-        return int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
-    raise VerifyError("bad_signature", "ecdsa encoding")
+    # (r, s) already decoded by the caller (verify.py: raw r || s where a
+    # format carries it), else strict DER SEQUENCE { r INTEGER, s INTEGER }.
+    if isinstance(sig, tuple):
+        return sig
+    return der.parse_ecdsa_signature(sig)
 
 
 def verify(qx, qy, digest, sig):

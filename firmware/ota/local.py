@@ -2,7 +2,7 @@
 # verified here and installed into the inactive A/B slot as a trial.
 #
 # The file (tools/release.py sign --embed) is the bundle followed by a trailer:
-#   <bundle N bytes><signing cert DER, c bytes><raw signature, s bytes>
+#   <bundle N bytes><signing cert DER + intermediates DER, c bytes><raw signature, s bytes>
 #   <u32 N><u16 c><u16 s> b"CHARGER-SIG1"        (integers big-endian)
 # The signature is over the SHA-256 of the first N bytes (the bundle exactly
 # as OCPP would carry it), by the certificate's key, which must chain to an
@@ -16,8 +16,8 @@
 # target. Only then does Slots.install wipe the inactive slot and arm a trial;
 # the running slot and the boot record are never written on refusal.
 #
-# Reasons: unsigned, bad_signature, unknown_root, cert_expired,
-# cert_not_yet_valid, issuer_mismatch, issuer_not_ca, malformed (verify.py),
+# Reasons: unsigned, every certificate / signature reason of
+# docs/firmware-signing.md (bad_signature, unknown_root, signer_is_ca, ...),
 # bad_manifest, size_mismatch, wrong_target, downgrade, hash_mismatch
 # (bundle.py), trial_pending, slot_incomplete (slots.py), install_failed
 # (the slot could not be written: the inactive slot is left incomplete, the

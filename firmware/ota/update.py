@@ -4,35 +4,34 @@
 # owns the slots and says which hardware target it is.
 #
 # Every refusal is a VerifyError whose reason the caller maps to its status:
-#   signature: bad_signature, unknown_root, cert_expired, cert_not_yet_valid,
-#              issuer_mismatch, issuer_not_ca, malformed, unsupported_algorithm
+#   signature: policy.REASONS (bad_signature, unknown_root, cert_expired,
+#              signer_is_ca, der_length, ...: docs/firmware-signing.md)
 #   image:     bad_manifest, wrong_target, downgrade, size_mismatch, hash_mismatch
 #   install:   trial_pending, slot_incomplete, install_failed (the slot could not be written)
 import binascii
 from firmware.ota import VerifyError
 from firmware.ota import bundle
 
-SIGNATURE_REASONS = ("bad_signature", "unknown_root", "cert_expired", "cert_not_yet_valid",
-                     "issuer_mismatch", "issuer_not_ca", "malformed", "unsupported_algorithm")
-
-
 def is_signature_reason(reason):
-    return reason in SIGNATURE_REASONS
+    # Every certificate / signature refusal (docs/firmware-signing.md lists them).
+    from firmware.ota import policy
+    return reason in policy.REASONS
 
 
 def check_signer(cert_pem, roots, now):
     """The signing certificate alone (SignedUpdateFirmware, before any download):
-    it must chain to an installed ManufacturerRootCertificate. Raises VerifyError."""
+    it must chain to an installed ManufacturerRootCertificate, through the
+    intermediates that follow it as further PEM blocks. Raises VerifyError."""
     from firmware.ota import der, verify
     if not roots:
         raise VerifyError(verify.UNKNOWN_ROOT, "no ManufacturerRootCertificate installed")
     try:
-        cert = der.parse_certificate(cert_pem)
+        chain = [der.parse_certificate(d) for d in der.split_certificates(cert_pem)]
     except VerifyError:
         raise
     except Exception as e:
         raise VerifyError("malformed", repr(e))
-    verify.verify_chain(cert, roots, now)
+    verify.verify_chain(chain, roots, now)
 
 
 class Updater:
