@@ -15,6 +15,7 @@ from firmware.version import VERSION
 
 STORE_MS = const(1000)
 STORE_SLICE_MS = const(5)  # yield to the loop after this much flash work
+WORK_SLICE_MS = const(5)  # long work (update, big records) yields after this much CPU
 
 
 class Station:
@@ -39,6 +40,11 @@ class Station:
         self.watchdog = Watchdog(clock, log, hw_wdt=hw.wdt)
         self.watchdog.watch(self.control)
         self.watchdog.on_stall = self.safe
+        # The slices every long job (firmware update, large records) runs in;
+        # its counters are the station's "long_work" status. A simulated clock
+        # yields at every unit: CPU time does not exist in simulated time, and
+        # a scenario then sees each yield point whatever the host's speed.
+        self.work = Slice(0 if clock.tickless else WORK_SLICE_MS)
         hw.on_change = self.control.wake
         for c in self.connectors:
             c.wake = self.control.wake
@@ -224,6 +230,7 @@ class Station:
             "derate_level": d.level,
             "lateness": self.control.late.summary(),
             "watchdog": self.watchdog.stalled or "ok",
+            "long_work": {"units": self.work.units, "yields": self.work.yields, "longest": self.work.longest},
             "ocpp": self.ocpp.status() if self.ocpp else (
                 "not configured (free vend)" if self.cfg["free_vend"] else "not configured"),
             "connectors": [c.status() for c in self.connectors],

@@ -1,8 +1,12 @@
 # Signature and certificate-chain checks for signed firmware.
 # Every public function either returns normally or raises VerifyError(reason);
 # unexpected exceptions from malformed input are converted, never propagated.
+# The *_work generators are the shared core: they yield inside the big-integer
+# loops (firmware/core/work.py), so a task can drive them in bounded slices;
+# the plain functions run the same work to the end at once.
 import hashlib
 
+from firmware.core.work import run_sync
 from firmware.ota import VerifyError
 from firmware.ota import der
 
@@ -22,21 +26,25 @@ def _verify(pubkey, sig_alg, digest, signature, pss_salt):
         if kind != "ec":
             raise VerifyError("key_algorithm_mismatch", "ecdsa needs an ec key")
         from firmware.ota import ecdsa
-        ecdsa.verify(pubkey[1], pubkey[2], digest, signature)
+        yield from ecdsa.verify_work(pubkey[1], pubkey[2], digest, signature)
         return
     if sig_alg in (der.ALG_RSA_PKCS1_SHA256, der.ALG_RSA_PSS_SHA256):
         if kind != "rsa":
             raise VerifyError("key_algorithm_mismatch", "rsa signature needs an rsa key")
         from firmware.ota import rsa
         if sig_alg == der.ALG_RSA_PKCS1_SHA256:
-            rsa.verify_pkcs1v15(pubkey[1], pubkey[2], digest, signature)
+            yield from rsa.verify_pkcs1v15_work(pubkey[1], pubkey[2], digest, signature)
         else:
-            rsa.verify_pss(pubkey[1], pubkey[2], digest, signature, pss_salt)
+            yield from rsa.verify_pss_work(pubkey[1], pubkey[2], digest, signature, pss_salt)
         return
     raise VerifyError("unsupported_algorithm", str(sig_alg))
 
 
 def verify_signature(pubkey, sig_alg, digest_or_data, signature, is_digest=False, pss_salt=None):
+    return run_sync(verify_signature_work(pubkey, sig_alg, digest_or_data, signature, is_digest, pss_salt))
+
+
+def verify_signature_work(pubkey, sig_alg, digest_or_data, signature, is_digest=False, pss_salt=None):
     """Verify a SHA-256 signature.
 
     pubkey: ("rsa", n, e) / ("ec", x, y) or a der.Certificate (its key is used).
@@ -54,7 +62,7 @@ def verify_signature(pubkey, sig_alg, digest_or_data, signature, is_digest=False
                 raise VerifyError(MALFORMED, "digest length")
         else:
             digest = hashlib.sha256(digest_or_data).digest()
-        _verify(pubkey, sig_alg, digest, signature, pss_salt)
+        yield from _verify(pubkey, sig_alg, digest, signature, pss_salt)
         return True
     except VerifyError:
         raise
@@ -71,6 +79,10 @@ def _cert(c):
 
 
 def verify_cert(cert, issuer_cert, now):
+    return run_sync(verify_cert_work(cert, issuer_cert, now))
+
+
+def verify_cert_work(cert, issuer_cert, now):
     """Check cert was issued by issuer_cert and is valid at now (Unix epoch seconds).
 
     Checks, in order: issuer name, issuer CA flag, signature, validity dates.
@@ -85,8 +97,8 @@ def verify_cert(cert, issuer_cert, now):
         if issuer_cert.is_ca is not True:
             raise VerifyError(ISSUER_NOT_CA, issuer_cert.subject_cn)
         try:
-            verify_signature(issuer_cert.public_key, cert.sig_alg, cert.tbs, cert.signature,
-                             pss_salt=cert.pss_salt)
+            yield from verify_signature_work(issuer_cert.public_key, cert.sig_alg, cert.tbs, cert.signature,
+                                             pss_salt=cert.pss_salt)
         except VerifyError as ex:
             raise VerifyError(BAD_SIGNATURE, str(ex))
         if now < cert.not_before:
@@ -102,13 +114,13 @@ def verify_cert(cert, issuer_cert, now):
         raise VerifyError(MALFORMED, repr(ex))
 
 
-def _check_root(root, now):
+def _check_root_work(root, now):
     # An installed trust anchor: must be a CA and in its validity period; a
     # self-issued one must also carry a good self-signature (catches corruption).
     if root.is_ca is not True:
         raise VerifyError(ISSUER_NOT_CA, root.subject_cn)
     if root.issuer == root.subject:
-        verify_cert(root, root, now)
+        yield from verify_cert_work(root, root, now)
     elif now < root.not_before:
         raise VerifyError(CERT_NOT_YET_VALID, "root " + root.subject_cn)
     elif now > root.not_after:
@@ -116,6 +128,10 @@ def _check_root(root, now):
 
 
 def verify_chain(signing_cert, roots, now):
+    return run_sync(verify_chain_work(signing_cert, roots, now))
+
+
+def verify_chain_work(signing_cert, roots, now):
     """signing_cert issued directly by one of roots (one level).
 
     Returns the root Certificate it chains to; raises VerifyError with the reason
@@ -134,8 +150,8 @@ def verify_chain(signing_cert, roots, now):
             if root.subject != signing_cert.issuer:
                 continue
             try:
-                _check_root(root, now)
-                verify_cert(signing_cert, root, now)
+                yield from _check_root_work(root, now)
+                yield from verify_cert_work(signing_cert, root, now)
                 return root
             except VerifyError as ex:
                 # Same name but a different key (or expired root): keep looking.
