@@ -210,6 +210,7 @@ class Station:
         self._tasks = []
         try:
             self.persist(force=True)
+            self.store.flush_pending()  # records a task was writing in slices
         except OSError:
             pass
 

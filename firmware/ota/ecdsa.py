@@ -1,6 +1,12 @@
 # ECDSA P-256 / SHA-256 verification on built-in big ints.
 # Jacobian coordinates avoid a field inversion per step; Shamir's trick
 # computes u1*G + u2*Q in one pass of doublings.
+#
+# verify_work is the shared core, a generator (firmware/core/work.py) that
+# yields every STEP_BITS bits of the scalar multiplication and of each
+# modular inversion: one verify is 0.3-3 s on an MCU, far past the control
+# loop's budget if done in one piece. verify runs it to the end at once.
+from firmware.core.work import run_sync
 from firmware.ota import VerifyError
 from firmware.ota import der
 
