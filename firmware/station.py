@@ -8,14 +8,13 @@
 import asyncio
 import time
 from micropython import const
-from firmware.core.sched import Periodic, Watchdog, Slice
+from firmware.core.sched import Periodic, Watchdog, Slice, WORK_SLICE_MS
 from firmware.evse.connector import Connector, SLOW_MS
 from firmware.evse.derate import Derate
 from firmware.version import VERSION
 
 STORE_MS = const(1000)
 STORE_SLICE_MS = const(5)  # yield to the loop after this much flash work
-WORK_SLICE_MS = const(5)  # long work (update, big records) yields after this much CPU
 
 
 class Station:

@@ -12,6 +12,9 @@ import time
 from micropython import const
 
 _BUCKETS = const(101)  # lateness histogram: 0..99 ms, and 100+ ms
+# Long work (firmware update, large records) holds the CPU at most this long
+# before the loop gets control: well inside the control loop's 10 ms period.
+WORK_SLICE_MS = const(2)
 
 
 class Lateness:

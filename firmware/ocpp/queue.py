@@ -21,7 +21,7 @@
 # first (Store.pending), so nothing queued is lost that way.
 import asyncio
 import json
-from firmware.core.sched import Slice
+from firmware.core.sched import Slice, WORK_SLICE_MS
 from firmware.core.work import run_sync
 
 MAX_ITEMS = 500
@@ -39,7 +39,7 @@ class TxQueue:
         self.local_tx = 0  # last local transaction id handed out (negative)
         self.txmap = {}  # local id (str) -> CSMS transaction id
         self.dropped = 0
-        self.work = Slice()  # the slices of the large-record writer (its counters: tests, status)
+        self.work = Slice(WORK_SLICE_MS)  # the slices of the large-record writer (its counters: tests, status)
         self._dirty = False
         self._writer = None
         self._flush = self.flush  # one bound method: Store.pending is checked by identity

@@ -73,8 +73,8 @@ def apply(path, store, slots, target, roots, now, log=None):
 
 async def apply_async(path, store, slots, target, roots, now, log=None, sl=None):
     if sl is None:
-        from firmware.core.sched import Slice
-        sl = Slice()
+        from firmware.core.sched import Slice, WORK_SLICE_MS
+        sl = Slice(WORK_SLICE_MS)
     return await sl.run(apply_work(path, store, slots, target, roots, now, log))
 
 

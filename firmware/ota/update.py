@@ -30,8 +30,8 @@ def is_signature_reason(reason):
 
 def _slice(sl):
     if sl is None:
-        from firmware.core.sched import Slice
-        sl = Slice()
+        from firmware.core.sched import Slice, WORK_SLICE_MS
+        sl = Slice(WORK_SLICE_MS)
     return sl
 
 

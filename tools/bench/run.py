@@ -829,6 +829,11 @@ def bench_update_lateness(seconds):
         summary("lateness during update", "FAILED (see above)")
         return
     r = r[0]
+    idle = [x for x in results if x.get("phase") == "idle"]
+    if idle:  # the same host right before: what lateness it adds without any update
+        li = idle[0]["late"]
+        say("  idle (no update), same host just before: lateness p50/p99/max %d/%d/%d ms over %d runs, "
+            "preempted %s" % (li["p50"], li["p99"], li["max"], li["n"], idle[0].get("preempted")))
     la, u = r["late"], r["loads"]["update"]
     say("  %d updates of a %d B bundle in %d ms (%d errors%s); step mean/max ms:" % (
         u["updates"], size, r["wall_ms"], u["errors"], "; last " + u["last_error"] if u["last_error"] else ""))
