@@ -122,7 +122,13 @@ def _check_hex(h):
 
 
 def validate_manifest(m):
-    """Check a decoded manifest; returns it (with defaults filled in) or raises bad_manifest."""
+    return run_sync(validate_manifest_work(m))
+
+
+def validate_manifest_work(m):
+    """Check a decoded manifest; returns it (with defaults filled in) or raises bad_manifest.
+    Work (up to MAX_FILES entries, each a path and a hash checked by
+    character): one yield per file entry."""
     if not isinstance(m, dict):
         raise _bad("manifest not an object")
     if m.get("format") != FORMAT:
@@ -161,11 +167,16 @@ def validate_manifest(m):
             raise _bad("size")
         total += size
         _check_hex(e.get("sha256"))
+        yield
     m["data_size"] = total
     return m
 
 
 def read_manifest(path, max_manifest=MAX_MANIFEST):
+    return run_sync(read_manifest_work(path, max_manifest))
+
+
+def read_manifest_work(path, max_manifest=MAX_MANIFEST):
     """Read and validate a bundle's header and manifest.
 
     Returns the manifest dict plus "data_offset" (where the first file starts)
@@ -197,7 +208,7 @@ def read_manifest(path, max_manifest=MAX_MANIFEST):
     except Exception as e:  # ValueError / UnicodeError
         raise _bad("json: %r" % e)
     blob = None
-    m = validate_manifest(m)
+    m = yield from validate_manifest_work(m)
     m["data_offset"] = HEADER + n
     return m
 

@@ -115,7 +115,7 @@ class Updater:
         return await _slice(sl).run(self.check_work(path, length, allow_downgrade))
 
     def check_work(self, path, length=None, allow_downgrade=False):
-        m = bundle.read_manifest(path)
+        m = yield from bundle.read_manifest_work(path)
         running = self.running_version()
         why = yield from bundle.check_bundle_work(path, m, self.target, running, allow_downgrade, length)
         if why == bundle.DOWNGRADE:
