@@ -276,3 +276,19 @@ def test_signed_update_completes_while_a_session_keeps_charging(make_csms, make_
     assert signed_statuses(csms, 9)[-3:] == ["Installing", "InstallRebooting", "Installed"]
     st = fw.status()
     assert st["watchdog"] == "ok" and st["version"] == "0.2.0"
+
+
+def test_certificate_checks_of_the_csms_yield_too(make_csms, make_fw, kit):  # noqa: F811
+    # InstallCertificate checks the root's self-signature: the same slices.
+    csms = make_csms(ping_interval=None, http_port=0)
+    fw = make_fw(sets=fw_sets(kit, csms))
+    fw.advance(100)
+    csms.wait_for_sync("BootNotification", cp=CP, timeout=10)
+    fw.advance(2000)
+    y0 = fw.status()["long_work"]["yields"]
+    with open(kit.root()) as fh:
+        pem = fh.read()
+    r = csms.call_sync(CP, "InstallCertificate", {"certificateType": "ManufacturerRootCertificate",
+                                                  "certificate": pem})
+    assert r["status"] == "Accepted"
+    assert fw.status()["long_work"]["yields"] - y0 >= 4 * 256 // 8
