@@ -8,7 +8,7 @@
 import asyncio
 import time
 from micropython import const
-from firmware.core.sched import Periodic, Watchdog, Slice
+from firmware.core.sched import Periodic, Watchdog, Slice, WORK_SLICE_MS
 from firmware.evse.connector import Connector, SLOW_MS
 from firmware.evse.derate import Derate
 from firmware.version import VERSION
@@ -39,6 +39,11 @@ class Station:
         self.watchdog = Watchdog(clock, log, hw_wdt=hw.wdt)
         self.watchdog.watch(self.control)
         self.watchdog.on_stall = self.safe
+        # The slices every long job (firmware update, large records) runs in;
+        # its counters are the station's "long_work" status. A simulated clock
+        # yields at every unit: CPU time does not exist in simulated time, and
+        # a scenario then sees each yield point whatever the host's speed.
+        self.work = Slice(0 if clock.tickless else WORK_SLICE_MS)
         hw.on_change = self.control.wake
         for c in self.connectors:
             c.wake = self.control.wake
@@ -208,6 +213,7 @@ class Station:
         self._tasks = []
         try:
             self.persist(force=True)
+            self.store.flush_pending()  # records a task was writing in slices
         except OSError:
             pass
 
@@ -228,6 +234,7 @@ class Station:
             "derate_level": d.level,
             "lateness": self.control.late.summary(),
             "watchdog": self.watchdog.stalled or "ok",
+            "long_work": {"units": self.work.units, "yields": self.work.yields, "longest": self.work.longest},
             "ocpp": self.ocpp.status() if self.ocpp else (
                 "not configured (free vend)" if self.cfg["free_vend"] else "not configured"),
             "connectors": [c.status() for c in self.connectors],

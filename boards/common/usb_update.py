@@ -7,6 +7,10 @@
 # and returns True/False. The host resets the board on OK; the loader then
 # boots the trial slot, which must confirm itself (firmware/ota/slots.py).
 # The bundle file is removed either way: flash is small, the host has a copy.
+# This runs in the maintenance boot (boards/common/board.py handover): no
+# charger, no control loop and no hardware watchdog, so the update's work
+# (firmware/ota/local.py apply_work, the same generators a running charger
+# drives in bounded slices) runs here to the end at once.
 import os
 import time
 

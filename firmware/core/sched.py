@@ -6,11 +6,15 @@
 # hardware watchdog only while all of them are alive, and calls on_stall once
 # when one is not, so the board can go to a safe state.
 # Slice: lets long work (JSON, file writes) yield after a bounded time.
+# Slice.run drives long work written as a generator (firmware/core/work.py).
 import asyncio
 import time
 from micropython import const
 
 _BUCKETS = const(101)  # lateness histogram: 0..99 ms, and 100+ ms
+# Long work (firmware update, large records) holds the CPU at most this long
+# before the loop gets control: well inside the control loop's 10 ms period.
+WORK_SLICE_MS = const(2)
 
 
 class Lateness:
@@ -136,12 +140,39 @@ class Watchdog:
 class Slice:
     # async-for friendly budget: `await sl.check()` yields once the caller has
     # held the CPU for budget_ms of real time (CPU time is real even when the
-    # charger's clock is simulated).
+    # charger's clock is simulated). budget_ms 0 yields at every check: tests
+    # use it to see each yield point, independent of the machine's speed.
+    # units / yields / longest: work units checked, times the loop got
+    # control, and the most units done between two yields (what tests and
+    # the status report read).
     def __init__(self, budget_ms=5):
         self.budget = budget_ms
         self.t0 = time.ticks_ms()
+        self.units = 0
+        self.yields = 0
+        self.longest = 0
+        self._run = 0
 
     async def check(self):
+        self.units += 1
+        self._run += 1
         if time.ticks_diff(time.ticks_ms(), self.t0) >= self.budget:
+            if self._run > self.longest:
+                self.longest = self._run
+            self._run = 0
+            self.yields += 1
             await asyncio.sleep_ms(0)
             self.t0 = time.ticks_ms()
+
+    async def run(self, work):
+        # Drive a work generator (firmware/core/work.py); returns its value.
+        # A cancelled task closes the generator, so its files close too.
+        try:
+            while True:
+                next(work)
+                await self.check()
+        except StopIteration as e:
+            return e.value
+        finally:
+            work.close()
+

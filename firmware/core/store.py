@@ -40,6 +40,9 @@ class Store:
         self.cut_at = 0  # >0: simulate power loss at that write boundary (Unix)
         self.on_cut = None  # what power loss means on this board (Unix: kill the process)
         self._boundary = 0
+        # name -> flush(): records a task is writing in slices (write_work);
+        # reading one, or flush_pending() at an orderly stop, writes it now.
+        self.pending = {}
         _makedirs(root)
 
     def path(self, name):
@@ -90,6 +93,37 @@ class Store:
             os.rename(tmp, p)
         self.writes += 1
 
+    def write_work(self, name, pieces):
+        # The same record as write(), its JSON text given as an iterator of
+        # str pieces: a generator (firmware/core/work.py) that yields after
+        # each piece written, for records too large to encode in one go. Same
+        # atomicity, CRC and power-cut boundaries as write_file.
+        p = self.path(name)
+        tmp = p + ".tmp"
+        self._cut()
+        crc = 0
+        with open(tmp, "w") as f:
+            for piece in pieces:
+                f.write(piece)
+                crc = crc32(piece.encode(), crc)
+                yield
+            self._cut()
+            f.write("\n%08x\n" % (crc & 0xFFFFFFFF))
+            f.flush()
+            if _fsync:
+                _fsync(f.fileno())
+        self._cut()
+        try:
+            os.rename(tmp, p)
+        except OSError:
+            os.remove(p)
+            os.rename(tmp, p)
+        self.writes += 1
+
+    def flush_pending(self):
+        for name in list(self.pending):
+            self.pending.pop(name)()
+
     def _load(self, p, plain=False):
         try:
             with open(p) as f:
@@ -116,6 +150,9 @@ class Store:
         return None, True
 
     def read(self, name, default=None, plain=False):
+        f = self.pending.pop(name, None)
+        if f is not None:
+            f()  # a record still being written in slices: its latest state first
         return self.read_file(self.path(name), default, plain)
 
     def read_file(self, p, default=None, plain=False):

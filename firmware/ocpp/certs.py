@@ -40,6 +40,7 @@
 import asyncio
 import binascii
 import hashlib
+from firmware.core.work import run_sync
 from firmware.ota import VerifyError
 from firmware.ota import der, verify
 from firmware.ocpp import profile
@@ -106,11 +107,16 @@ def _one_cert(text):
 
 
 def check_root(c, now):
+    run_sync(check_root_work(c, now))
+
+
+def check_root_work(c, now):
     # A trust anchor by the firmware-signing policy's issuer rules: a CA,
     # keyCertSign, no unknown critical extension, a usable key, in its
     # validity period, its self-signature good (firmware/ota/policy.py).
-    from firmware.ota import policy
-    policy.check_anchor(c, now)
+    # Work (firmware/core/work.py): a signature check is 0.3-3 s on an MCU,
+    # so the handlers drive it in the station's slices.
+    yield from verify.check_anchor_work(c, now)
 
 
 def _read(path):
@@ -394,10 +400,13 @@ class Certificates:
 
     # --- InstallCertificate ------------------------------------------------------
     def install_cert(self, kind, text):
+        return run_sync(self.install_cert_work(kind, text))
+
+    def install_cert_work(self, kind, text):
         cl = self.cl
         try:
             c = _one_cert(text)
-            check_root(c, cl.clock.wall())
+            yield from check_root_work(c, cl.clock.wall())
         except Exception as e:  # whatever the text: Rejected, never a crash
             why = "%s rejected: %s" % (kind, e if isinstance(e, VerifyError) else repr(e))
             cl.security.audit("CSMS", "InstallCertificate " + why)
@@ -450,7 +459,10 @@ class Certificates:
 
     # --- CertificateSigned ----------------------------------------------------------
     def signed(self, chain):
-        # -> (status, why). The chain's leaf must carry our key; each link is
+        return run_sync(self.signed_work(chain))
+
+    def signed_work(self, chain):
+        # -> (status, why), as work (the chain's signatures). The chain's leaf must carry our key; each link is
         # checked, and the top against an installed CentralSystemRootCertificate
         # when one names its issuer (the CPO's own root may not be installed).
         cl = self.cl
@@ -475,15 +487,15 @@ class Certificates:
             if now < leaf.not_before or now > leaf.not_after:
                 return "Rejected", "certificate not valid now"
             for i in range(len(certs) - 1):
-                verify.verify_cert(certs[i], certs[i + 1], now)
+                yield from verify.verify_cert_work(certs[i], certs[i + 1], now)
             top = certs[-1]
             if top.issuer == top.subject:
-                verify.verify_cert(top, top, now)
+                yield from verify.verify_cert_work(top, top, now)
             else:
                 for d in self.roots(CS_ROOT):
                     r = der.parse_certificate(d)
                     if r.subject == top.issuer:
-                        verify.verify_cert(top, r, now)
+                        yield from verify.verify_cert_work(top, r, now)
                         break
         except VerifyError as e:
             return "Rejected", "chain check failed: %s" % e
@@ -508,7 +520,7 @@ def install(cl):
     profile.install(cl)
 
     async def install_certificate(p):
-        return {"status": st.install_cert(p["certificateType"], p["certificate"])}
+        return {"status": await cl.station.work.run(st.install_cert_work(p["certificateType"], p["certificate"]))}
 
     async def get_ids(p):
         ids = st.ids(p["certificateType"])
@@ -520,7 +532,7 @@ def install(cl):
         return {"status": st.delete(p["certificateHashData"])}
 
     async def certificate_signed(p):
-        status, why = st.signed(p["certificateChain"])
+        status, why = await cl.station.work.run(st.signed_work(p["certificateChain"]))
         if status != "Accepted":
             cl.security.audit("CSMS", "CertificateSigned rejected: " + why)
             cl.security.event("InvalidChargePointCertificate", why[:255])

@@ -17,6 +17,8 @@
 #             (InstallScheduled); new sessions are held off; verified again,
 #             extracted into the inactive slot, armed for a trial boot
 #             (Installing / InstallationFailed)
+#             Hashing, signature checks and the install run in the station's
+#             bounded work slices (station.work): charging goes on meanwhile.
 #   reboot    InstallRebooting, reboot into the trial image; it confirms
 #             itself once healthy and accepted by the CSMS (Installed +
 #             FirmwareUpdated), or the boot loader rolls it back
@@ -124,7 +126,8 @@ class FirmwareManagement:
         if cl.station.updater is None:
             return {"status": "Rejected"}  # no slots on this board: nowhere to install
         try:
-            ota_update.check_signer(fw["signingCertificate"], cl.certs.roots(MANUFACTURER_ROOT), cl.clock.wall())
+            await ota_update.check_signer_async(fw["signingCertificate"], cl.certs.roots(MANUFACTURER_ROOT),
+                                                cl.clock.wall(), cl.station.work)
         except VerifyError as e:
             self._audit("SignedUpdateFirmware %d refused: signing certificate %s" % (p["requestId"], e))
             cl.security.event("InvalidFirmwareSigningCertificate", "request %d: %s" % (p["requestId"], e))
@@ -207,10 +210,10 @@ class FirmwareManagement:
                 # A legacy update has no SignatureVerified to say: it checks
                 # once, as part of Installing.
                 if job["id"] is not None:
-                    if self._verify(job, "signature") is None:
+                    if await self._verify(job, "signature") is None:
                         return
                     self._fw("SignatureVerified")
-                    if self._verify(job, "image") is None:
+                    if await self._verify(job, "image") is None:
                         return
                 job["stage"] = "install"
                 self._save()
@@ -249,21 +252,23 @@ class FirmwareManagement:
         self._end("DownloadFailed")
         return False
 
-    def _verify(self, job, what="all"):
+    async def _verify(self, job, what="all"):
         # -> the manifest (True for the signature alone), or None after
         # reporting why the image is refused.
         cl = self.cl
         up = cl.station.updater
+        sl = cl.station.work
         path = cl.store.path(FW_FILE)
         try:
             if what == "image":  # signed requests only: the file is the bare bundle
-                m, _ = up.check(path, None, job.get("downgrade", False))
+                m, _ = await up.check_async(path, None, job.get("downgrade", False), sl)
             elif what == "signature":
-                up.verify_signature(path, cl.certs.roots(MANUFACTURER_ROOT), cl.clock.wall(), job["sig"], job["cert"])
+                await up.verify_signature_async(path, cl.certs.roots(MANUFACTURER_ROOT), cl.clock.wall(),
+                                                job["sig"], job["cert"], sl=sl)
                 return True
             else:
-                m, _ = up.verify(path, cl.certs.roots(MANUFACTURER_ROOT), cl.clock.wall(), job["sig"], job["cert"],
-                                 job.get("downgrade", False))
+                m, _ = await up.verify_async(path, cl.certs.roots(MANUFACTURER_ROOT), cl.clock.wall(), job["sig"],
+                                             job["cert"], job.get("downgrade", False), sl)
             job["version"] = m["version"]
             return m
         except VerifyError as e:
@@ -294,13 +299,14 @@ class FirmwareManagement:
         legacy = job["id"] is None
         if legacy:
             self._fw("Installing")
-        m = self._verify(job)  # (again: the file sat on flash meanwhile)
+        m = await self._verify(job)  # (again: the file sat on flash meanwhile)
         if m is None:
             return
         if not legacy:
             self._fw("Installing")
         try:
-            slot = cl.station.updater.install(cl.store.path(FW_FILE), m, job.get("downgrade", False))
+            slot = await cl.station.updater.install_async(cl.store.path(FW_FILE), m, job.get("downgrade", False),
+                                                          cl.station.work)
         except VerifyError as e:
             what = "firmware %s installation failed: %s" % (m["version"], e)
             cl.log.error("ocpp", what)

@@ -10,7 +10,22 @@
 #
 # The queue is one record rewritten atomically on each change: simple and
 # crash-safe at the sizes a charger queues (bounded by MAX_ITEMS).
+#
+# Encoding and writing 500 queued messages is long work (~100 kB of JSON;
+# hundreds of ms on an MCU). Up to SYNC_ITEMS the record is written at once,
+# as before; above, a task writes it item by item in bounded slices
+# (Store.write_work, one item per unit) and changes made meanwhile are written
+# by the next pass. The record on flash then trails memory by the time of one
+# write, the same window a power cut during a blocking write has. Reading the
+# record (a new client after a reboot) or an orderly stop writes it at once
+# first (Store.pending), so nothing queued is lost that way.
+import asyncio
+import json
+from firmware.core.sched import Slice, WORK_SLICE_MS
+from firmware.core.work import run_sync
+
 MAX_ITEMS = 500
+SYNC_ITEMS = 32  # up to this many items the record is written at once
 KEEP = ("StartTransaction", "StopTransaction")  # never dropped to make room
 
 
@@ -24,6 +39,10 @@ class TxQueue:
         self.local_tx = 0  # last local transaction id handed out (negative)
         self.txmap = {}  # local id (str) -> CSMS transaction id
         self.dropped = 0
+        self.work = Slice(WORK_SLICE_MS)  # the slices of the large-record writer (its counters: tests, status)
+        self._dirty = False
+        self._writer = None
+        self._flush = self.flush  # one bound method: Store.pending is checked by identity
         rec = store.read(name, None)
         if isinstance(rec, dict):
             items = rec.get("items")
@@ -35,8 +54,51 @@ class TxQueue:
                 self.txmap = rec["txmap"]
 
     def _save(self):
-        self.store.write(self.name, {"items": self.items, "seq": self.seq, "local_tx": self.local_tx,
-                                     "txmap": self.txmap})
+        if len(self.items) <= SYNC_ITEMS and self._writer is None:
+            self.store.write(self.name, {"items": self.items, "seq": self.seq, "local_tx": self.local_tx,
+                                         "txmap": self.txmap})
+            return
+        self._dirty = True
+        self.store.pending[self.name] = self._flush
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_task())
+
+    def _pieces(self):
+        # The record's JSON text, one queued item per piece (one work unit).
+        yield '{"items": ['
+        first = True
+        for it in list(self.items):  # a push or pop meanwhile is the next pass's
+            yield json.dumps(it) if first else ", " + json.dumps(it)
+            first = False
+        yield '], "seq": %d, "local_tx": %d, "txmap": %s}' % (self.seq, self.local_tx, json.dumps(self.txmap))
+
+    def save_work(self):
+        # One pass of the record as work (firmware/core/work.py).
+        self._dirty = False
+        yield from self.store.write_work(self.name, self._pieces())
+
+    async def _write_task(self):
+        me = self._writer
+        try:
+            while self._dirty:
+                await self.work.run(self.save_work())
+        except OSError as e:
+            self.log.error("ocpp", "queue record %s not written: %r" % (self.name, e))
+        finally:
+            if self._writer is me:  # not replaced after a flush()
+                self._writer = None
+                if not self._dirty and self.store.pending.get(self.name) is self._flush:
+                    del self.store.pending[self.name]
+
+    def flush(self):
+        # Write the record now, whatever the writer task is doing (a reboot,
+        # or a new queue reading the record).
+        w = self._writer
+        self._writer = None
+        if w is not None:
+            w.cancel()  # its partial temp file is rewritten just below
+        self.store.pending.pop(self.name, None)
+        run_sync(self.save_work())
 
     def new_tx(self):
         self.local_tx -= 1

@@ -36,11 +36,17 @@
 #   hash_mismatch  a file's SHA-256 differs from the manifest
 #   bad_signature  the signature does not verify (or cannot be decoded)
 #   plus every reason of firmware.ota.verify.verify_chain (unknown_root, cert_expired, ...)
+#
+# Long steps (every file's hash, the signature, extracting) are generators
+# (*_work, firmware/core/work.py) yielding after each chunk, so the charger
+# drives them in bounded slices; check_bundle, verify_bundle and extract run
+# the same work to the end at once (host tools, tests, the USB path).
 import binascii
 import hashlib
 import json
 import os
 
+from firmware.core.work import run_sync
 from firmware.ota import VerifyError
 
 MAGIC = b"CHARGER-FW"
@@ -120,7 +126,13 @@ def _check_hex(h):
 
 
 def validate_manifest(m):
-    """Check a decoded manifest; returns it (with defaults filled in) or raises bad_manifest."""
+    return run_sync(validate_manifest_work(m))
+
+
+def validate_manifest_work(m):
+    """Check a decoded manifest; returns it (with defaults filled in) or raises bad_manifest.
+    Work (up to MAX_FILES entries, each a path and a hash checked by
+    character): one yield per file entry."""
     if not isinstance(m, dict):
         raise _bad("manifest not an object")
     if m.get("format") != FORMAT:
@@ -159,11 +171,16 @@ def validate_manifest(m):
             raise _bad("size")
         total += size
         _check_hex(e.get("sha256"))
+        yield
     m["data_size"] = total
     return m
 
 
 def read_manifest(path, max_manifest=MAX_MANIFEST):
+    return run_sync(read_manifest_work(path, max_manifest))
+
+
+def read_manifest_work(path, max_manifest=MAX_MANIFEST):
     """Read and validate a bundle's header and manifest.
 
     Returns the manifest dict plus "data_offset" (where the first file starts)
@@ -195,7 +212,7 @@ def read_manifest(path, max_manifest=MAX_MANIFEST):
     except Exception as e:  # ValueError / UnicodeError
         raise _bad("json: %r" % e)
     blob = None
-    m = validate_manifest(m)
+    m = yield from validate_manifest_work(m)
     m["data_offset"] = HEADER + n
     return m
 
@@ -235,6 +252,10 @@ def read_trailer(path):
 
 
 def check_bundle(path, manifest, target, running_version, allow_downgrade=False, length=None):
+    return run_sync(check_bundle_work(path, manifest, target, running_version, allow_downgrade, length))
+
+
+def check_bundle_work(path, manifest, target, running_version, allow_downgrade=False, length=None):
     """Return None if the bundle fits this device, else a reason string.
 
     target: this hardware ("esp32", "rp2040", "unix"). running_version: the
@@ -260,7 +281,7 @@ def check_bundle(path, manifest, target, running_version, allow_downgrade=False,
         try:
             for e, chunks in files:
                 for _ in chunks:
-                    pass
+                    yield
         finally:
             files.close()  # closes the bundle file at once, also on an error
     except VerifyError as ex:
@@ -318,6 +339,10 @@ def _sig_alg(cert):
 
 
 def verify_bundle(path, sig_b64, signing_cert_pem, roots, now, alg=None, length=None):
+    return run_sync(verify_bundle_work(path, sig_b64, signing_cert_pem, roots, now, alg, length))
+
+
+def verify_bundle_work(path, sig_b64, signing_cert_pem, roots, now, alg=None, length=None):
     """Verify the signature over the whole bundle file and the signing certificate.
 
     sig_b64: the base64 signature (OCPP firmware.signature). signing_cert_pem:
@@ -330,14 +355,14 @@ def verify_bundle(path, sig_b64, signing_cert_pem, roots, now, alg=None, length=
     Returns the root Certificate the signer chains to; raises VerifyError.
     """
     from firmware.ota import der, verify
-    from firmware.ota.sha import sha256_file
+    from firmware.ota.sha import sha256_file_work
     try:
         # The signer first, then any intermediates (several PEM blocks, or DER back to back).
         chain = [der.parse_certificate(d) for d in der.split_certificates(signing_cert_pem)]
         cert = chain[0]
         if isinstance(roots, (str, bytes)):
             roots = der.pem_to_der_all(roots)
-        root = verify.verify_chain(chain, roots, now)
+        root = yield from verify.verify_chain_work(chain, roots, now)
         try:
             sig = binascii.a2b_base64(sig_b64)
         except Exception:
@@ -345,13 +370,13 @@ def verify_bundle(path, sig_b64, signing_cert_pem, roots, now, alg=None, length=
         if not sig:
             raise VerifyError(BAD_SIGNATURE, "empty")
         try:
-            digest = sha256_file(path, CHUNK, length)
+            digest = yield from sha256_file_work(path, CHUNK, length)
         except OSError as e:
             raise VerifyError(SIZE_MISMATCH, "cannot read: %r" % e)
         try:
             # PSS salt = hash length; ECDSA in DER or raw r||s (both documented above).
-            verify.verify_signature(cert, alg or _sig_alg(cert), digest, sig, is_digest=True, pss_salt=32,
-                                    ecdsa_form=verify.ECDSA_ANY)
+            yield from verify.verify_signature_work(cert, alg or _sig_alg(cert), digest, sig, is_digest=True,
+                                                    pss_salt=32, ecdsa_form=verify.ECDSA_ANY)
         except VerifyError as ex:
             if ex.reason == "malformed":
                 raise VerifyError(BAD_SIGNATURE, str(ex))
@@ -378,7 +403,8 @@ def _makedirs(d):
 
 
 def write_plain(dest, chunks):
-    # The default writer: create parent directories, write in place.
+    # The default writer: create parent directories, write in place, one
+    # yield per chunk written.
     i = dest.rfind("/")
     if i > 0:
         _makedirs(dest[:i])
@@ -386,11 +412,16 @@ def write_plain(dest, chunks):
     try:
         for c in chunks:
             f.write(c)
+            yield
     finally:
         f.close()
 
 
 def extract(path, manifest, dest_dir, write_file=None, target=None):
+    return run_sync(extract_work(path, manifest, dest_dir, write_file, target))
+
+
+def extract_work(path, manifest, dest_dir, write_file=None, target=None):
     """Stream the bundle's files into dest_dir.
 
     With target, only "<target>/..." files are written, that prefix removed
@@ -399,7 +430,9 @@ def extract(path, manifest, dest_dir, write_file=None, target=None):
     bytes-like chunks (valid only until the next one); the iterator raises
     VerifyError(hash_mismatch/size_mismatch) after the last chunk if the file
     is bad, so an atomic writer (temp file, rename when the iterator is
-    exhausted) never leaves a bad file in place. Returns the paths written.
+    exhausted) never leaves a bad file in place. A write_file that returns a
+    generator is work too: it is driven here, one yield per chunk it writes.
+    Returns the paths written.
     """
     write_file = write_file or write_plain
     dest_dir = dest_dir.rstrip("/") or "/"
@@ -412,9 +445,11 @@ def extract(path, manifest, dest_dir, write_file=None, target=None):
             if target is not None:
                 p = p[len(target) + 1:]
             dest = dest_dir + "/" + p if dest_dir != "/" else "/" + p
-            write_file(dest, chunks)
+            w = write_file(dest, chunks)
+            if hasattr(w, "send"):
+                yield from w
             for _ in chunks:  # a writer that stopped early still gets the hash checked
-                pass
+                yield
             out.append(dest)
     finally:
         files.close()  # closes the bundle file at once, also when a writer fails

@@ -1,6 +1,12 @@
 # ECDSA P-256 / SHA-256 verification on built-in big ints.
 # Jacobian coordinates avoid a field inversion per step; Shamir's trick
 # computes u1*G + u2*Q in one pass of doublings.
+#
+# verify_work is the shared core, a generator (firmware/core/work.py) that
+# yields every STEP_BITS bits of the scalar multiplication and of each
+# modular inversion: one verify is 0.3-3 s on an MCU, far past the control
+# loop's budget if done in one piece. verify runs it to the end at once.
+from firmware.core.work import run_sync
 from firmware.ota import VerifyError
 from firmware.ota import der
 
@@ -53,10 +59,36 @@ def _add_affine(X1, Y1, Z1, x2, y2):
     return X3, Y3, Z3
 
 
-def _to_affine(X, Y, Z):
-    zi = pow(Z, P - 2, P)
+STEP_BITS = 8  # bits of a scalar or exponent between two yields
+
+
+def pow_work(b, e, m, step=STEP_BITS):
+    # b**e % m by square-and-multiply (MSB first), yielding every `step` bits:
+    # each unit is at most 2*step modular products. Shared with rsa.py.
+    r = 1
+    b %= m
+    i = _bitlen(e) - 1
+    k = 0
+    while i >= 0:
+        r = r * r % m
+        if (e >> i) & 1:
+            r = r * b % m
+        i -= 1
+        k += 1
+        if k == step:
+            k = 0
+            yield
+    return r
+
+
+def _to_affine_work(X, Y, Z):
+    zi = yield from pow_work(Z, P - 2, P)
     zi2 = zi * zi % P
     return X * zi2 % P, Y * zi2 * zi % P
+
+
+def _to_affine(X, Y, Z):
+    return run_sync(_to_affine_work(X, Y, Z))
 
 
 def _bitlen(n):
@@ -76,7 +108,7 @@ def decode_signature(sig):
     return der.parse_ecdsa_signature(sig)
 
 
-def verify(qx, qy, digest, sig):
+def verify_work(qx, qy, digest, sig):
     r, s = decode_signature(sig)
     if not (1 <= r < N and 1 <= s < N):
         raise VerifyError("bad_signature", "ecdsa r/s range")
@@ -84,12 +116,12 @@ def verify(qx, qy, digest, sig):
         raise VerifyError("bad_key", "point not on curve")
     # The digest is 256 bits, the size of N, so no truncation is needed.
     e = int.from_bytes(bytes(digest), "big")
-    w = pow(s, N - 2, N)
+    w = yield from pow_work(s, N - 2, N)
     u1 = e * w % N
     u2 = r * w % N
     # Precompute G + Q once (affine) for Shamir's trick.
     sx, sy, sz = _add_affine(GX, GY, 1, qx, qy)
-    gq = _to_affine(sx, sy, sz) if sz else None
+    gq = (yield from _to_affine_work(sx, sy, sz)) if sz else None
     X, Y, Z = 0, 1, 0
     for i in range(max(_bitlen(u1), _bitlen(u2)) - 1, -1, -1):
         X, Y, Z = _double(X, Y, Z)
@@ -102,8 +134,14 @@ def verify(qx, qy, digest, sig):
             X, Y, Z = _add_affine(X, Y, Z, GX, GY)
         elif b2:
             X, Y, Z = _add_affine(X, Y, Z, qx, qy)
+        if not i % STEP_BITS:
+            yield
     if Z == 0:
         raise VerifyError("bad_signature", "ecdsa infinity")
-    x, _ = _to_affine(X, Y, Z)
+    x, _ = yield from _to_affine_work(X, Y, Z)
     if x % N != r:
         raise VerifyError("bad_signature", "ecdsa")
+
+
+def verify(qx, qy, digest, sig):
+    run_sync(verify_work(qx, qy, digest, sig))

@@ -23,6 +23,11 @@
 # (the slot could not be written: the inactive slot is left incomplete, the
 # boot record untouched). The checks are firmware/ota/update.py's, the same
 # an OCPP update goes through.
+#
+# apply_work is that whole sequence as work (firmware/core/work.py): apply
+# runs it at once (the maintenance boot of boards/common/usb_update.py, where
+# no charger runs), apply_async in bounded slices from a running charger.
+from firmware.core.work import run_sync
 from firmware.ota import VerifyError
 from firmware.ota import bundle as _bundle
 from firmware.ota.update import Updater
@@ -43,10 +48,14 @@ def verify_signed(path, roots, now):
 
 
 def check(path, slots, target, roots, now):
+    return run_sync(check_work(path, slots, target, roots, now))
+
+
+def check_work(path, slots, target, roots, now):
     """Every check of apply() without touching the slots; returns (manifest, root)."""
     up = Updater(slots, target)
-    n, root = verify_signed(path, roots, now)
-    m, _ = up.check(path, n)  # target, running version (the factory image too), length, every hash
+    n, root = yield from Updater(None, None).verify_signature_work(path, _roots(roots), now, unsigned=UNSIGNED)
+    m, _ = yield from up.check_work(path, n)  # target, running version (the factory image too), length, every hash
     # A technician's USB stick is never "the CSMS asked for it": no downgrade,
     # and the boot record's own refusals (floor, a pending trial) come first.
     r, _ = slots.record()
@@ -59,6 +68,17 @@ def check(path, slots, target, roots, now):
 
 
 def apply(path, store, slots, target, roots, now, log=None):
+    return run_sync(apply_work(path, store, slots, target, roots, now, log))
+
+
+async def apply_async(path, store, slots, target, roots, now, log=None, sl=None):
+    if sl is None:
+        from firmware.core.sched import Slice, WORK_SLICE_MS
+        sl = Slice(WORK_SLICE_MS)
+    return await sl.run(apply_work(path, store, slots, target, roots, now, log))
+
+
+def apply_work(path, store, slots, target, roots, now, log=None):
     """Verify the signed file at path and install it into the inactive slot as a trial.
 
     store: the board's Store (the result is recorded as "usb_update.json").
@@ -68,8 +88,8 @@ def apply(path, store, slots, target, roots, now, log=None):
     on the running slot. The caller resets the board to boot the trial.
     """
     try:
-        m, root = check(path, slots, target, roots, now)
-        slot = Updater(slots, target).install(path, m)
+        m, root = yield from check_work(path, slots, target, roots, now)
+        slot = yield from Updater(slots, target).install_work(path, m)
     except VerifyError as e:
         if log:
             log.error("ota", "USB update refused: %s" % e)

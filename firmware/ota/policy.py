@@ -102,15 +102,3 @@ def check_dates(c, now, what=""):
         raise VerifyError("cert_not_yet_valid", what + c.subject_cn)
     if now > c.not_after:
         raise VerifyError("cert_expired", what + c.subject_cn)
-
-
-def check_anchor(c, now):
-    """An installed root (ManufacturerRootCertificate, CentralSystemRootCertificate):
-    a CA by the issuer rules, in its validity period, and when self-issued its
-    self-signature good (catches a corrupted or doctored copy)."""
-    check_issuer(c)
-    if c.issuer == c.subject:
-        from firmware.ota import verify
-        verify.verify_cert(c, c, now)
-    else:
-        check_dates(c, now, "root ")

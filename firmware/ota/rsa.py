@@ -1,7 +1,12 @@
 # RSA signature verification with SHA-256: PKCS#1 v1.5 and PSS (RFC 8017).
-# Only the public operation is needed: pow(s, e, n) on built-in big ints.
+# Only the public operation is needed: s**e mod n on built-in big ints, by
+# square-and-multiply that yields every few bits (ecdsa.pow_work): one
+# 4096-bit modular product takes milliseconds on an MCU. The *_work
+# generators are the shared core (firmware/core/work.py); verify_pkcs1v15 and
+# verify_pss run them to the end at once.
 import hashlib
 
+from firmware.core.work import run_sync
 from firmware.ota import VerifyError
 
 HLEN = 32
@@ -21,6 +26,9 @@ def _bitlen(n):
     return b
 
 
+RSA_STEP_BITS = 1  # exponent bits between yields: <= 2 products of up to 4096 bits
+
+
 def _public_op(n, e, sig, k):
     # RSAVP1 with the size checks shared by both encodings; returns an int.
     bits = _bitlen(n)
@@ -34,12 +42,14 @@ def _public_op(n, e, sig, k):
     s = int.from_bytes(bytes(sig), "big")
     if s >= n:
         raise VerifyError("bad_signature", "out of range")
-    return pow(s, e, n), bits
+    from firmware.ota.ecdsa import pow_work
+    m = yield from pow_work(s, e, n, RSA_STEP_BITS)
+    return m, bits
 
 
-def verify_pkcs1v15(n, e, digest, sig):
+def verify_pkcs1v15_work(n, e, digest, sig):
     k = (_bitlen(n) + 7) // 8
-    m, _ = _public_op(n, e, sig, k)
+    m, _ = yield from _public_op(n, e, sig, k)
     # Rebuild the one valid encoding and compare: no parsing of attacker-chosen padding.
     tlen = len(SHA256_DIGESTINFO) + HLEN
     expected = b"\x00\x01" + b"\xff" * (k - tlen - 3) + b"\x00" + SHA256_DIGESTINFO + digest
@@ -56,10 +66,10 @@ def mgf1(seed, length):
     return out[:length]
 
 
-def verify_pss(n, e, digest, sig, salt_len=None):
+def verify_pss_work(n, e, digest, sig, salt_len=None):
     # salt_len None: recover the salt length from the padding (any length accepted).
     k = (_bitlen(n) + 7) // 8
-    m, bits = _public_op(n, e, sig, k)
+    m, bits = yield from _public_op(n, e, sig, k)
     em_bits = bits - 1
     em_len = (em_bits + 7) // 8
     if m >> (8 * em_len):
@@ -87,3 +97,11 @@ def verify_pss(n, e, digest, sig, salt_len=None):
         raise VerifyError("bad_signature", "pss salt length")
     if hashlib.sha256(b"\x00" * 8 + digest + salt).digest() != h:
         raise VerifyError("bad_signature", "pss hash")
+
+
+def verify_pkcs1v15(n, e, digest, sig):
+    run_sync(verify_pkcs1v15_work(n, e, digest, sig))
+
+
+def verify_pss(n, e, digest, sig, salt_len=None):
+    run_sync(verify_pss_work(n, e, digest, sig, salt_len))

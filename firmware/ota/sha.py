@@ -1,10 +1,14 @@
 # Streaming SHA-256 so a whole firmware image never has to sit in RAM.
+# sha256_file_work is the shared core: a generator that yields after each
+# chunk (firmware/core/work.py), so the charger's loop runs between chunks.
 import hashlib
 
+from firmware.core.work import run_sync
 
-def sha256_file(path, chunk=1024, length=None):
+
+def sha256_file_work(path, chunk=1024, length=None):
     # length: hash only the first `length` bytes (a signed bundle's trailer
-    # is not part of what was signed).
+    # is not part of what was signed). Returns the digest.
     h = hashlib.sha256()
     # One preallocated buffer reused for every read: no per-chunk allocation.
     buf = bytearray(chunk)
@@ -19,9 +23,14 @@ def sha256_file(path, chunk=1024, length=None):
             h.update(mv[:n])
             if left > 0:
                 left -= n
+            yield
     finally:
         f.close()
     return h.digest()
+
+
+def sha256_file(path, chunk=1024, length=None):
+    return run_sync(sha256_file_work(path, chunk, length))
 
 
 def sha256(data):

@@ -24,9 +24,15 @@
 # power cut can be injected at each of its write boundaries (Store.cut_at).
 # The extracted files are plain file writes; an interrupted install leaves
 # the inactive slot without a marker (incomplete) and the record untouched.
+#
+# install_work and check_slot_work are generators (firmware/core/work.py)
+# yielding after each chunk hashed or written and each file removed, so the
+# charger drives an install in bounded slices; install and check_slot run the
+# same work at once (the boot loader, tests, the USB path).
 import binascii
 import hashlib
 import os
+from firmware.core.work import run_sync
 from firmware.ota import VerifyError
 from firmware.ota import bundle as _bundle
 
@@ -61,7 +67,7 @@ def _is_dir(p):
         return False
 
 
-def _rmtree(d):
+def _rmtree_work(d):
     try:
         names = [e[0] for e in os.ilistdir(d)]
     except OSError:
@@ -71,16 +77,21 @@ def _rmtree(d):
             continue
         p = d + "/" + n
         if _is_dir(p):
-            _rmtree(p)
+            yield from _rmtree_work(p)
             try:
                 os.rmdir(p)
             except OSError:
                 pass
         else:
             _rm(p)
+        yield
 
 
 def write_atomic(dest, chunks, mark=None):
+    run_sync(write_atomic_work(dest, chunks, mark))
+
+
+def write_atomic_work(dest, chunks, mark=None):
     """extract() writer: <dest>.tmp, flush (+fsync), rename over dest.
 
     The chunk iterator raises VerifyError after the last chunk of a bad file;
@@ -96,6 +107,7 @@ def write_atomic(dest, chunks, mark=None):
     try:
         for c in chunks:
             f.write(c)
+            yield
         f.flush()
         if _fsync:
             _fsync(f.fileno())
@@ -166,6 +178,9 @@ class Slots:
         return m
 
     def check_slot(self, slot):
+        return run_sync(self.check_slot_work(slot))
+
+    def check_slot_work(self, slot):
         """True if slot's marker is intact and every listed file's size and SHA-256 match."""
         if slot == FACTORY:
             return self.factory_version is not None
@@ -192,6 +207,7 @@ class Slots:
                             break
                         h.update(mv[:k])
                         n += k
+                        yield
                 finally:
                     f.close()
                 if n != e.get("size") or binascii.hexlify(h.digest()).decode() != e.get("sha256"):
@@ -268,6 +284,9 @@ class Slots:
         self.store.write_file(self._marker_path(slot), m)
 
     def install(self, bundle_path, manifest, target, write_file=None, allow_downgrade=False):
+        return run_sync(self.install_work(bundle_path, manifest, target, write_file, allow_downgrade))
+
+    def install_work(self, bundle_path, manifest, target, write_file=None, allow_downgrade=False):
         """Wipe the inactive slot, extract target's files, write its marker, arm a trial.
 
         Raises VerifyError (wrong_target, downgrade, hash_mismatch, ...,
@@ -295,9 +314,9 @@ class Slots:
         # Marker first: from here on the slot is incomplete until the end.
         _rm(d + "/" + MARKER)
         _rm(d + "/" + MARKER + ".tmp")
-        _rmtree(d)
+        yield from _rmtree_work(d)
         _bundle._makedirs(d)
-        _bundle.extract(bundle_path, manifest, d, write_file or self._write_atomic, target)
+        yield from _bundle.extract_work(bundle_path, manifest, d, write_file or self._write_atomic, target)
         prefix = target + "/"
         files = []
         for e in manifest["files"]:
@@ -305,7 +324,7 @@ class Slots:
                 files.append({"path": e["path"][len(prefix):], "size": e["size"], "sha256": e["sha256"]})
         self._write_marker(slot, {"version": manifest["version"],
                                   "min_version": manifest.get("min_version"), "files": files})
-        self.arm_trial(slot)
+        yield from self.arm_trial_work(slot)
         return slot
 
     def _target(self, r):
@@ -317,11 +336,14 @@ class Slots:
         return other(cur)
 
     def _write_atomic(self, dest, chunks):
-        write_atomic(dest, chunks, self.store.boundary)
+        return write_atomic_work(dest, chunks, self.store.boundary)
 
     def arm_trial(self, slot):
+        run_sync(self.arm_trial_work(slot))
+
+    def arm_trial_work(self, slot):
         r, _ = self.record()
-        if not self.check_slot(slot):
+        if not (yield from self.check_slot_work(slot)):
             raise VerifyError("slot_incomplete", slot)
         if r["state"] == "confirmed" and r["active"] != slot:
             r["last_good"] = r["active"]

@@ -1,8 +1,12 @@
 # Signature and certificate-chain checks for signed firmware.
 # Every public function either returns normally or raises VerifyError(reason);
 # unexpected exceptions from malformed input are converted, never propagated.
+# The *_work generators are the shared core: they yield inside the big-integer
+# loops (firmware/core/work.py), so a task can drive them in bounded slices;
+# the plain functions run the same work to the end at once.
 import hashlib
 
+from firmware.core.work import run_sync
 from firmware.ota import VerifyError
 from firmware.ota import der
 from firmware.ota import policy
@@ -43,22 +47,28 @@ def _verify(pubkey, sig_alg, digest, signature, pss_salt, ecdsa_form=ECDSA_DER):
         if kind != "ec":
             raise VerifyError("key_algorithm_mismatch", "ecdsa needs an ec key")
         from firmware.ota import ecdsa
-        ecdsa.verify(pubkey[1], pubkey[2], digest, _ecdsa_sig(signature, ecdsa_form))
+        yield from ecdsa.verify_work(pubkey[1], pubkey[2], digest, _ecdsa_sig(signature, ecdsa_form))
         return
     if sig_alg in (der.ALG_RSA_PKCS1_SHA256, der.ALG_RSA_PSS_SHA256):
         if kind != "rsa":
             raise VerifyError("key_algorithm_mismatch", "rsa signature needs an rsa key")
         from firmware.ota import rsa
         if sig_alg == der.ALG_RSA_PKCS1_SHA256:
-            rsa.verify_pkcs1v15(pubkey[1], pubkey[2], digest, signature)
+            yield from rsa.verify_pkcs1v15_work(pubkey[1], pubkey[2], digest, signature)
         else:
-            rsa.verify_pss(pubkey[1], pubkey[2], digest, signature, pss_salt)
+            yield from rsa.verify_pss_work(pubkey[1], pubkey[2], digest, signature, pss_salt)
         return
     raise VerifyError("unsupported_algorithm", str(sig_alg))
 
 
 def verify_signature(pubkey, sig_alg, digest_or_data, signature, is_digest=False, pss_salt=None,
                      ecdsa_form=ECDSA_DER):
+    return run_sync(verify_signature_work(pubkey, sig_alg, digest_or_data, signature, is_digest, pss_salt,
+                                          ecdsa_form))
+
+
+def verify_signature_work(pubkey, sig_alg, digest_or_data, signature, is_digest=False, pss_salt=None,
+                          ecdsa_form=ECDSA_DER):
     """Verify a SHA-256 signature.
 
     pubkey: ("rsa", n, e) / ("ec", x, y) or a der.Certificate (its key is used).
@@ -77,7 +87,7 @@ def verify_signature(pubkey, sig_alg, digest_or_data, signature, is_digest=False
                 raise VerifyError(MALFORMED, "digest length")
         else:
             digest = hashlib.sha256(digest_or_data).digest()
-        _verify(pubkey, sig_alg, digest, signature, pss_salt, ecdsa_form)
+        yield from _verify(pubkey, sig_alg, digest, signature, pss_salt, ecdsa_form)
         return True
     except VerifyError:
         raise
@@ -94,6 +104,10 @@ def _cert(c):
 
 
 def verify_cert(cert, issuer_cert, now, below=0):
+    return run_sync(verify_cert_work(cert, issuer_cert, now, below))
+
+
+def verify_cert_work(cert, issuer_cert, now, below=0):
     """Check cert was issued by issuer_cert and is valid at now (Unix epoch seconds).
 
     Checks, in order: issuer name (byte-exact), the issuer rules of policy.py
@@ -110,8 +124,8 @@ def verify_cert(cert, issuer_cert, now, below=0):
         # A root without basicConstraints CA:TRUE must not issue certificates.
         policy.check_issuer(issuer_cert, below)
         try:
-            verify_signature(issuer_cert.public_key, cert.sig_alg, cert.tbs, cert.signature,
-                             pss_salt=cert.pss_salt)
+            yield from verify_signature_work(issuer_cert.public_key, cert.sig_alg, cert.tbs, cert.signature,
+                                             pss_salt=cert.pss_salt)
         except VerifyError as ex:
             raise VerifyError(BAD_SIGNATURE, str(ex))
         policy.check_dates(cert, now)
@@ -139,7 +153,23 @@ def _chain_certs(signing_cert, intermediates):
     return certs[0], certs[1:] + [_cert(c) for c in intermediates]
 
 
+def check_anchor_work(root, now):
+    # An installed root (ManufacturerRootCertificate, CentralSystemRootCertificate)
+    # by the issuer rules, in its validity period, its self-signature good
+    # (catches a corrupted or doctored copy). Work units: the self-signature is an
+    # ECDSA/RSA verify, which must yield like the rest of the chain.
+    policy.check_issuer(root)
+    if root.issuer == root.subject:
+        yield from verify_cert_work(root, root, now)
+    else:
+        policy.check_dates(root, now, "root ")
+
+
 def verify_chain(signing_cert, roots, now, intermediates=()):
+    return run_sync(verify_chain_work(signing_cert, roots, now, intermediates))
+
+
+def verify_chain_work(signing_cert, roots, now, intermediates=()):
     """signing_cert -> [intermediates] -> one of roots, at most policy.MAX_CHAIN
     certificates counting the root.
 
@@ -147,7 +177,7 @@ def verify_chain(signing_cert, roots, now, intermediates=()):
     certificates back to back: the signer first, then intermediates in any
     order), or a list of those. The signer must pass policy.check_signer,
     every issuer policy.check_issuer (pathLen counted), every link its
-    signature and dates, the root policy.check_anchor.
+    signature and dates, the root check_anchor_work.
     Returns the root Certificate it chains to; raises VerifyError with the
     reason of the failing check. A root or intermediate whose subject does not
     match is skipped; one that matches but fails is remembered and the next
@@ -174,14 +204,14 @@ def verify_chain(signing_cert, roots, now, intermediates=()):
             # Non-self-issued intermediates under the next issuer (not the signer).
             return len([c for c in path[1:] if c.issuer != c.subject])
 
-        def extend(path):
+        def extend(path):  # a generator: returns the root, or None
             cur = path[-1]
             for root in anchors:
                 if root.subject != cur.issuer:
                     continue
                 try:
-                    policy.check_anchor(root, now)
-                    verify_cert(cur, root, now, below(path))
+                    yield from check_anchor_work(root, now)
+                    yield from verify_cert_work(cur, root, now, below(path))
                     return root
                 except VerifyError as ex:
                     state[0] = ex  # same name, other key or expired: keep looking
@@ -192,16 +222,16 @@ def verify_chain(signing_cert, roots, now, intermediates=()):
                     state[1] = True
                     continue
                 try:
-                    verify_cert(cur, c, now, below(path))
+                    yield from verify_cert_work(cur, c, now, below(path))
                 except VerifyError as ex:
                     state[0] = ex
                     continue
-                r = extend(path + [c])
+                r = yield from extend(path + [c])
                 if r is not None:
                     return r
             return None
 
-        root = extend([signer])
+        root = yield from extend([signer])
         if root is not None:
             return root
         if state[0] is not None:

@@ -3,6 +3,7 @@
 #
 #   micropython tools/bench/mp_lateness.py --dir DIR [--seconds S] [--tls-port N]
 #                                          [--phases idle,json,store,tls,all]
+#                                          [--update URL,ROOT.pem,SIG_B64,CERT.pem]
 #
 # Builds the Unix board (RealClock, simulated plant, store in DIR/flash, no
 # control channel, no REPL), boots the station, plugs an EV in and lets it
@@ -13,6 +14,10 @@
 #   tls      TLS connect, handshake, one line each way, close, sleep_ms(5) between
 #   tlsidle  one TLS stream open and idle, its task waiting in read()
 #   spin     a task that only does sleep_ms(0): counts loop iterations per second
+#   update   a full signed firmware update, again and again: download over HTTP,
+#            signature and chain, image check, install into a fresh slot pair
+#            (as firmware/ocpp/fwmgmt.py does it, in the station's work slices
+#            where the firmware has them). Needs --update URL,ROOT.pem,SIG_B64,CERT.pem
 # The TLS kinds need --tls-port: a server on 127.0.0.1 that reads one line and
 # answers b"pong\n" (tools/bench/run.py starts it). The control loop's lateness
 # histogram is reset at the start of each phase.
@@ -44,7 +49,7 @@ def start_board_tasks(board):
 
 
 def parse(argv):
-    o = {"dir": None, "seconds": 8, "tls_port": 0, "phases": "idle,json,store,tls,all"}
+    o = {"dir": None, "seconds": 8, "tls_port": 0, "phases": "idle,json,store,tls,all", "update": None}
     it = iter(argv)
     for a in it:
         if a == "--dir":
@@ -55,8 +60,11 @@ def parse(argv):
             o["tls_port"] = int(next(it))
         elif a == "--phases":
             o["phases"] = next(it)
+        elif a == "--update":
+            o["update"] = next(it).split(",")
         else:
-            print("usage: mp_lateness.py --dir DIR [--seconds S] [--tls-port N] [--phases a,b]")
+            print("usage: mp_lateness.py --dir DIR [--seconds S] [--tls-port N] [--phases a,b] "
+                  "[--update URL,ROOT.pem,SIG_B64,CERT.pem]")
             sys.exit(2)
     if not o["dir"]:
         o["dir"] = "/tmp/mp_lateness_%d" % ticks_ms()
@@ -199,6 +207,68 @@ async def spin(stop, st):
     st["per_s"] = n * 1000 // max(1, tdiff(ticks_ms(), t0))
 
 
+async def update_load(stop, st, board, spec, root):
+    # The steps of an OCPP SignedUpdateFirmware after its request, repeated.
+    from firmware.net.http import download
+    from firmware.ota import der
+    from firmware.ota.slots import Slots
+    from firmware.ota.update import Updater
+    from firmware.version import VERSION
+    url, root_pem, sig, cert_pem = spec
+    f = open(root_pem)
+    roots = der.pem_to_der_all(f.read())
+    f.close()
+    f = open(cert_pem)
+    cert = f.read()
+    f.close()
+    sl = getattr(board.station, "work", None)  # the station's work slices (absent before issue 8)
+    steps = {"download": Stat(), "verify": Stat(), "check": Stat(), "install": Stat()}
+    st.update(steps)
+    st["updates"] = 0
+    st["errors"] = 0
+    st["last_error"] = None
+    st["async"] = sl is not None
+    n = 0
+    while not stop[0]:
+        n += 1
+        d = "%s/upd%d" % (root, n)
+        store = Store(d)
+        slots = Slots(store, d + "/slots", factory_version=VERSION)
+        slots.boot()
+        up = Updater(slots, "unix")
+        path = store.path("fw_download.bin")
+        now = board.clock.wall()
+        try:
+            t0 = ticks_ms()
+            await download(url, path)
+            steps["download"].add(tdiff(ticks_ms(), t0))
+            t0 = ticks_ms()
+            if sl is not None:
+                await up.verify_signature_async(path, roots, now, sig, cert, sl=sl)
+            else:
+                up.verify_signature(path, roots, now, sig, cert)
+            steps["verify"].add(tdiff(ticks_ms(), t0))
+            await asyncio.sleep_ms(0)
+            t0 = ticks_ms()
+            m, _ = (await up.check_async(path, sl=sl)) if sl is not None else up.check(path)
+            steps["check"].add(tdiff(ticks_ms(), t0))
+            await asyncio.sleep_ms(0)
+            t0 = ticks_ms()
+            if sl is not None:
+                await up.install_async(path, m, sl=sl)
+            else:
+                up.install(path, m)
+            steps["install"].add(tdiff(ticks_ms(), t0))
+            st["updates"] += 1
+        except Exception as e:  # noqa: E722 - a benchmark counts and goes on
+            st["errors"] += 1
+            st["last_error"] = repr(e)
+            await asyncio.sleep_ms(50)
+        await asyncio.sleep_ms(0)
+    if sl is not None:
+        st["slices"] = {"units": sl.units, "yields": sl.yields, "longest_units": sl.longest}
+
+
 def jsonable(st):
     out = {}
     for k, v in st.items():
@@ -259,6 +329,10 @@ async def phase(board, name, seconds, o):
         loads["tlsidle"] = {}
         tasks.append(asyncio.create_task(tls_idle(stop, loads["tlsidle"], o["tls_port"])))
         await asyncio.sleep_ms(200)  # connected and idle before the phase starts
+    if "update" in kinds and o["update"]:
+        loads["update"] = {}
+        tasks.append(asyncio.create_task(update_load(stop, loads["update"], board, o["update"],
+                                                     o["dir"] + "/benchupdate")))
     if "spin" in kinds:
         loads["spin"] = {}
         tasks.append(asyncio.create_task(spin(stop, loads["spin"])))
@@ -328,6 +402,9 @@ async def main(o):
         name, _, secs = spec.partition(":")
         if "tls" in name and not o["tls_port"]:
             print("phase %s skipped (no --tls-port)" % name)
+            continue
+        if "update" in name and not o["update"]:
+            print("phase %s skipped (no --update)" % name)
             continue
         res = await phase(board, name, float(secs) if secs else o["seconds"], o)
         la = res["late"]
