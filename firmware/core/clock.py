@@ -80,7 +80,8 @@ class RealClock:
     def elapsed_ms(self, t=None):
         # Tick t (default now) as ms since this clock started (the board's
         # power-up): a timeline that does not wrap, for the bench and the
-        # control channel. Exact while t is within 2^29 ms of now.
+        # control channel. Exact while t is within 2^29 ms of now; on a board
+        # (whose own ticks wrap) also only for the first 2^29 ms of uptime.
         now = time.ticks_ms()
         e = time.ticks_diff(now, self._t0)
         return e if t is None else e + ticks_diff(t, now & TICKS_MASK)
