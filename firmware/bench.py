@@ -124,7 +124,27 @@ class Bench:
         return {"commands": {op: (h, [a[0] for a in spec]) for op, (h, spec) in COMMANDS.items()}}
 
     def status(self):
-        return self.board.status()
+        # Times the bench shows ("t", a fault's "since", the log's and the
+        # trace's stamps) are ms on the board's running clock, from power-up:
+        # they do not wrap, so differences between them are plain
+        # subtractions. "ticks" is the raw tick count the firmware works with
+        # (it wraps every 2^30 ms, as on the boards).
+        s = self.board.status()
+        ms = self.board.clock.elapsed_ms
+        s["ticks"] = s["t"]
+        s["t"] = ms(s["t"])
+        for c in s["connectors"]:
+            for f in c["faults"]:
+                f["since"] = ms(f["since"])
+            for k in ("session", "last_session"):
+                x = c.get(k)
+                if x and "start" in x:
+                    c[k] = x = dict(x)  # a copy: the connector keeps its own
+                    x["start"] = ms(x["start"])
+        p = s.get("plant")
+        if p and p.get("now") is not None:
+            p["now"] = ms(p["now"])
+        return s
 
     def plug(self, amps=32, c=1):
         from firmware.sim.plant import PP_OHM
@@ -279,13 +299,17 @@ class Bench:
     def log(self, n=20, since=0):
         log = self.board.station.log
         es = log.entries(max(since, log.seq - n))
-        return {"seq": log.seq, "entries": [{"seq": e[0], "t": e[1], "time": e[2], "level": e[3],
+        ms = self.board.clock.elapsed_ms  # see status()
+        return {"seq": log.seq, "entries": [{"seq": e[0], "t": ms(e[1]), "time": e[2], "level": e[3],
                                              "src": e[4], "msg": e[5]} for e in es]}
 
     def trace(self, since=0):
         p = self._plant()
-        p.step(self.board.clock.ticks_ms())
-        return {"now": p.now, "events": [list(e) for e in p.trace if e[0] >= since]}
+        clock = self.board.clock
+        p.step(clock.ticks_ms())
+        ms = clock.elapsed_ms  # see status()
+        ev = [[ms(e[0])] + list(e[1:]) for e in p.trace]
+        return {"now": ms(p.now), "events": [e for e in ev if e[0] >= since]}
 
     def stall(self, ms):
         self.board.station.control.stall_ms = ms

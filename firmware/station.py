@@ -149,7 +149,7 @@ class Station:
 
     def _due(self, force):
         now = self.clock.ticks_ms()
-        if force or time.ticks_diff(now, self._saved_at) >= self.cfg["meter_save_s"] * 1000:
+        if force or self.clock.ticks_diff(now, self._saved_at) >= self.cfg["meter_save_s"] * 1000:
             self._saved_at = now
             return True
         return False
@@ -225,7 +225,7 @@ class Station:
             "id": self.cfg["id"],
             "t": now,
             "time": self.clock.wall(),
-            "uptime_ms": time.ticks_diff(now, self.booted_at),
+            "uptime_ms": self.clock.ticks_diff(now, self.booted_at),
             "boots": self.boots,
             "version": self.version,
             "slot": self.slot,

@@ -113,8 +113,9 @@ class DevBoard:
         # True when the technician asks to skip the firmware at boot.
         p = self.pins["boot_skip"] if self.pins else None
         pin = self.port.input(p, "up") if p is not None else None
-        t0 = time.ticks_ms()
-        while time.ticks_diff(time.ticks_ms(), t0) < self.port.BOOT_WINDOW_MS:
+        clock = self.clock
+        t0 = clock.ticks_ms()
+        while clock.ticks_diff(clock.ticks_ms(), t0) < self.port.BOOT_WINDOW_MS:
             if (pin is not None and pin.value() == 0) or self.port.skip_pressed():
                 return True
             await asyncio.sleep_ms(20)  # Ctrl-C arrives here as KeyboardInterrupt

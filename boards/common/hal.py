@@ -18,6 +18,7 @@
 # firmware raises as PowerMeterFailure: no metering, no charging.
 import time
 import micropython
+from firmware.core.clock import ticks_add, ticks_diff, ticks_ms  # the boards' 2^30 tick period
 from array import array
 from micropython import const
 from boards.common import frontend as fe
@@ -231,7 +232,7 @@ class PinHardware:
         self._ntc_rd = port.adc(P["ntc_adc"], adc_mv)[0]
         self._ntc = (P["ntc_series"], P["ntc_r0"], P["ntc_beta"], P["ntc_t0"])
         self.slow_errors = 0
-        now = time.ticks_ms()
+        now = ticks_ms()
         self._temp = self._read_ntc()
         self._window_at = now
         self._fresh_at = now
@@ -256,7 +257,7 @@ class PinHardware:
         # build: the loop _pilot_burst uses, timed.
         t0 = time.ticks_us()
         _fill(buf, 64, rd, 1)
-        return max(1, time.ticks_diff(time.ticks_us(), t0) // 64)
+        return max(1, ticks_diff(time.ticks_us(), t0) // 64)  # a few ms: well inside 2^29
 
     # --- outputs -----------------------------------------------------------------
     def pilot(self, i, duty):
@@ -282,7 +283,7 @@ class PinHardware:
         if pin is not None:
             pin.value(self._rcd_rst_on)
             self._rcd_mask[i] = 1
-            self._rcd_until[i] = time.ticks_add(time.ticks_ms(), self._rcd_pulse)
+            self._rcd_until[i] = ticks_add(ticks_ms(), self._rcd_pulse)
 
     def safe(self, now=None):
         # Callable from anywhere (watchdog, exception handlers): no allocation.
@@ -303,7 +304,7 @@ class PinHardware:
 
     # --- hot path ----------------------------------------------------------------
     def sample(self, now):
-        stale = time.ticks_diff(now, self._fresh_at) > _STALE_MS
+        stale = ticks_diff(now, self._fresh_at) > _STALE_MS
         for i in range(self.connectors):
             self._pilot_burst(i)
             self._sample_pp(i)
@@ -339,7 +340,7 @@ class PinHardware:
         if self._rcd_mask[i]:
             # A reset pulse may itself toggle the monitor's output; what it
             # says during the pulse is dropped, the level is read after it.
-            if time.ticks_diff(now, self._rcd_until[i]) >= 0:
+            if ticks_diff(now, self._rcd_until[i]) >= 0:
                 self._rcd_rst[i].value(1 - self._rcd_rst_on)
                 self._rcd_mask[i] = 0
                 self._rcd_flag[i] = 0
@@ -397,7 +398,7 @@ class PinHardware:
             rd = self._ct_rd[i]
             if rd is not None:
                 self._ct[i].burst(rd, self._num, self._den, _CT_BURST)
-        dt = time.ticks_diff(now, self._window_at)
+        dt = ticks_diff(now, self._window_at)
         if dt < _WINDOW_MS:
             return
         self._window_at = now

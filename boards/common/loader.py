@@ -125,7 +125,7 @@ class Trial:
             if why is None:
                 if healthy_since is None:
                     healthy_since = now
-                if now - healthy_since >= self.confirm_ms:
+                if clock.ticks_diff(now, healthy_since) >= self.confirm_ms:
                     if self.slots.confirm():
                         self.state = "confirmed"
                         log.warn("ota", "firmware %s confirmed in slot %s" % (st.version, st.slot))
@@ -135,7 +135,7 @@ class Trial:
             else:
                 healthy_since = None
                 self.why = why
-            if now - t0 >= self.limit_ms:
+            if clock.ticks_diff(now, t0) >= self.limit_ms:
                 self.state = "failed"
                 log.error("ota", "firmware %s not confirmed within %d s (%s): rebooting"
                           % (st.version, self.limit_ms // 1000, self.why))

@@ -8,15 +8,51 @@
 #
 # Wall time (epoch seconds, for logs and later OCPP) is kept apart from the
 # monotonic ticks and can be set from outside (CSMS, command line).
+#
+# Ticks wrap. ESP32 and RP2040 ms ticks run modulo 2^30 (12.4 days), so a
+# tick value is only ever compared through ticks_diff (signed, valid while
+# the two stamps lie within 2^29 ms of each other) and moved on with
+# ticks_add; never with -, + or <. Both clocks present ticks with that same
+# period on every port: the Unix port's own ticks_ms has a far longer one,
+# which would hide a naive comparison. ticks_diff/ticks_add are module-level
+# functions (hot paths import them) and methods of both clocks; the module's
+# ticks_ms() is the port's real time with that period.
 import asyncio
 import time
 from heapq import heappush, heappop
+from micropython import const
 
 HOLD_MS = 5000  # longest real wait for a held exchange before simulated time moves anyway
+TICKS_MASK = const(0x3FFFFFFF)  # the boards' tick period is TICKS_MASK + 1 = 2^30 ms
+_TICKS_HALF = const(0x20000000)
+# The simulated clock starts 10 minutes before a wrap, so every simulated run
+# (and every test) crosses one early on.
+SIM_TICKS0 = const(0x3FFFFFFF - 600000 + 1)
 
-ticks_diff = time.ticks_diff
-ticks_add = time.ticks_add
+if time.ticks_add(0, -1) == TICKS_MASK:
+    # The port's ticks already wrap at 2^30 (ESP32, RP2040): use them as they are.
+    ticks_diff = time.ticks_diff
+    ticks_add = time.ticks_add
+    ticks_ms = time.ticks_ms
+else:
+    def ticks_diff(a, b):
+        # Signed a - b modulo 2^30, as time.ticks_diff on the boards.
+        return ((a - b + _TICKS_HALF) & TICKS_MASK) - _TICKS_HALF
 
+    def ticks_add(t, delta):
+        return (t + delta) & TICKS_MASK
+
+    def ticks_ms():
+        # The port's ms ticks with the boards' period (real time, also under a
+        # SimClock: for measuring how long work really takes).
+        return time.ticks_ms() & TICKS_MASK
+
+
+
+def us_since(t0_us):
+    # Microseconds since a time.ticks_us() stamp (the port's own period on
+    # both ends, so wrap-safe): for timing work, never for control decisions.
+    return time.ticks_diff(time.ticks_us(), t0_us)
 
 class _RealSleeper:
     def sleep_ms(self, ms):
@@ -31,6 +67,8 @@ class _RealSleeper:
 class RealClock:
     simulated = False
     tickless = False
+    ticks_diff = staticmethod(ticks_diff)
+    ticks_add = staticmethod(ticks_add)
 
     def hold(self):
         pass  # see SimClock.hold
@@ -40,11 +78,21 @@ class RealClock:
 
     def __init__(self, epoch=None):
         self._wall_ofs = 0
+        self._t0 = time.ticks_ms()  # the port's own ticks: on Unix they do not wrap in practice
         if epoch is not None:
             self.set_wall(epoch)
 
     def ticks_ms(self):
-        return time.ticks_ms()
+        return ticks_ms()
+
+    def elapsed_ms(self, t=None):
+        # Tick t (default now) as ms since this clock started (the board's
+        # power-up): a timeline that does not wrap, for the bench and the
+        # control channel. Exact while t is within 2^29 ms of now; on a board
+        # (whose own ticks wrap) also only for the first 2^29 ms of uptime.
+        now = time.ticks_ms()
+        e = time.ticks_diff(now, self._t0)
+        return e if t is None else e + ticks_diff(t, now & TICKS_MASK)
 
     def sleeper(self):
         return _RealSleeper()
@@ -81,9 +129,13 @@ class _SimSleeper:
 class SimClock:
     simulated = True
     tickless = True
+    ticks_diff = staticmethod(ticks_diff)
+    ticks_add = staticmethod(ticks_add)
 
     # mode: "step" (advance() only), "jump" (next timer as soon as all idle),
     # or a number: virtual ms per real ms.
+    # _now counts virtual ms since the start and never wraps: the timer heap
+    # is ordered by it. Tasks only see ticks_ms(), which wraps as a board's.
     def __init__(self, mode="step", epoch=1767225600):
         self._now = 0
         self._seq = 0
@@ -93,7 +145,11 @@ class SimClock:
         self._holds = 0  # network exchanges in flight (see hold)
 
     def ticks_ms(self):
-        return self._now
+        return (SIM_TICKS0 + self._now) & TICKS_MASK
+
+    def elapsed_ms(self, t=None):
+        # Tick t (default now) as virtual ms since the start: see RealClock.
+        return self._now if t is None else self._now + ticks_diff(t, self.ticks_ms())
 
     def sleeper(self):
         return _SimSleeper(self)

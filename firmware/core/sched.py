@@ -10,6 +10,7 @@
 import asyncio
 import time
 from micropython import const
+from firmware.core.clock import ticks_diff, ticks_ms  # ticks wrap at 2^30 as on the boards
 
 _BUCKETS = const(101)  # lateness histogram: 0..99 ms, and 100+ ms
 # Long work (firmware update, large records) holds the CPU at most this long
@@ -63,7 +64,7 @@ class Periodic:
         self.name = name
         self.late = Lateness()
         self.sleeper = clock.sleeper()
-        self.due = 0  # when the next run should start
+        self.due = clock.ticks_ms()  # when the next run should start
         self.stall_ms = 0  # test hook: stall the loop once, as a hung task would
 
     def wake(self):
@@ -71,8 +72,8 @@ class Periodic:
 
     async def run(self):
         clock = self.clock
-        tdiff = time.ticks_diff
-        tadd = time.ticks_add
+        tdiff = clock.ticks_diff
+        tadd = clock.ticks_add
         due = clock.ticks_ms()
         while True:
             now = clock.ticks_ms()
@@ -113,7 +114,7 @@ class Watchdog:
 
     def alive(self, now):
         for t in self.tasks:
-            if time.ticks_diff(now, t.due) > self.grace:
+            if self.clock.ticks_diff(now, t.due) > self.grace:
                 return t
         return None
 
@@ -131,7 +132,7 @@ class Watchdog:
             elif not self.stalled:
                 self.stalled = bad.name
                 self.log.error("watchdog", "%s task stalled %d ms past due; safe state"
-                               % (bad.name, time.ticks_diff(now, bad.due)))
+                               % (bad.name, clock.ticks_diff(now, bad.due)))
                 if self.on_stall:
                     self.on_stall()
             await clock.sleep_ms(self.check)
@@ -147,7 +148,7 @@ class Slice:
     # the status report read).
     def __init__(self, budget_ms=5):
         self.budget = budget_ms
-        self.t0 = time.ticks_ms()
+        self.t0 = ticks_ms()
         self.units = 0
         self.yields = 0
         self.longest = 0
@@ -156,13 +157,13 @@ class Slice:
     async def check(self):
         self.units += 1
         self._run += 1
-        if time.ticks_diff(time.ticks_ms(), self.t0) >= self.budget:
+        if ticks_diff(ticks_ms(), self.t0) >= self.budget:
             if self._run > self.longest:
                 self.longest = self._run
             self._run = 0
             self.yields += 1
             await asyncio.sleep_ms(0)
-            self.t0 = time.ticks_ms()
+            self.t0 = ticks_ms()
 
     async def run(self, work):
         # Drive a work generator (firmware/core/work.py); returns its value.

@@ -15,8 +15,8 @@ from firmware.evse.contactor import Contactor, AUX_MS, GROUND_MS
 from firmware.evse.faults import Faults, TABLE, LATCHED, HARD_WINDOW_MS, HOLD_F_MS
 from firmware.evse.meter import EnergyRegister
 
-tdiff = time.ticks_diff
-tadd = time.ticks_add
+from firmware.core.clock import ticks_diff as tdiff  # ticks wrap at 2^30 as on the boards
+from firmware.core.clock import ticks_add as tadd
 
 LOCK_MS = const(1000)  # the lock must report locked within this
 UNLOCK_FAULT_MS = const(5000)  # unlock a locked connector this long into a fault

@@ -5,7 +5,7 @@
 # AUX_MS; a contactor still closed AUX_MS after the coil was released is
 # welded (latched fault, PowerSwitchFailure), one that does not close is a
 # recoverable switch failure. An aux that changes by itself is a fault too.
-import time
+from firmware.core.clock import ticks_diff  # ticks wrap at 2^30 as on the boards
 from micropython import const
 
 AUX_MS = const(1000)
@@ -48,7 +48,7 @@ class Contactor:
         # constant format) with its value in self.cause_arg (None: no value),
         # for Faults.raise_ to format only if the fault is new. Nothing is
         # built here: the control tick calls this every period.
-        settled = time.ticks_diff(now, self.cmd_at) >= AUX_MS
+        settled = ticks_diff(now, self.cmd_at) >= AUX_MS
         if self.cmd:
             if aux:
                 if self.closed_at is None:
@@ -73,4 +73,4 @@ class Contactor:
     def closed_for(self, now):
         if self.closed_at is None:
             return -1
-        return time.ticks_diff(now, self.closed_at)
+        return ticks_diff(now, self.closed_at)

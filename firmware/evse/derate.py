@@ -5,7 +5,7 @@
 # Steps up wait for the temperature to fall hysteresis_c below the step's
 # point and for min_interval_s since the last change, so the duty does not
 # hunt. After a shutdown the charger resumes at resume_c on the lowest step.
-import time
+from firmware.core.clock import ticks_diff  # ticks wrap at 2^30 as on the boards
 
 
 class Derate:
@@ -27,7 +27,7 @@ class Derate:
         while lvl < len(pts) and temp_dc >= pts[lvl][0] * 10:
             lvl += 1
         if lvl == self.level and lvl > 0 and not self.hot:  # shut down: resume on the lowest step
-            quiet = self.changed_at is None or time.ticks_diff(now, self.changed_at) >= self.interval
+            quiet = self.changed_at is None or ticks_diff(now, self.changed_at) >= self.interval
             if quiet and temp_dc < pts[lvl - 1][0] * 10 - self.hyst:
                 lvl -= 1
         if lvl != self.level:

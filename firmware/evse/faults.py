@@ -9,7 +9,7 @@
 #               service command once the cause is gone
 # Every blocking fault opens the contactor, holds the pilot at F for at least
 # HOLD_F_MS, then returns to B1/C1 (+12 V, no PWM).
-import time
+from firmware.core.clock import ticks_add, ticks_diff  # ticks wrap at 2^30 as on the boards
 from micropython import const
 
 DERATE = const(0)
@@ -83,7 +83,7 @@ class Faults:
             sev, _, at_once, _ = TABLE[f.code]
             if sev != DERATE:
                 self._blocking = True
-                if self._since is None or time.ticks_diff(f.since, self._since) < 0:
+                if self._since is None or ticks_diff(f.since, self._since) < 0:
                     self._since = f.since
             if at_once:
                 self._open_now = True
@@ -103,7 +103,7 @@ class Faults:
                 code = r["code"]
                 if code in TABLE and TABLE[code][0] == LATCHED:
                     self.active[code] = Fault(code, now, r.get("time", 0), r.get("cause", "") + " (latched before reboot)", True)
-                    self.hold_until = time.ticks_add(now, HOLD_F_MS)
+                    self.hold_until = ticks_add(now, HOLD_F_MS)
             except (KeyError, TypeError, AttributeError):
                 pass
 
@@ -127,7 +127,7 @@ class Faults:
         self._recount()
         sev = TABLE[code][0]
         if sev != DERATE:
-            self.hold_until = time.ticks_add(now, HOLD_F_MS)
+            self.hold_until = ticks_add(now, HOLD_F_MS)
             self.log.error("conn%s" % self.name, "fault %s (%s, %s%s): %s" % (
                 code, SEVERITY[sev], TABLE[code][1], ", hard" if hard else "", cause))
         else:
@@ -159,7 +159,7 @@ class Faults:
     def holding_f(self, now):
         if self.hold_until is None:
             return False
-        if time.ticks_diff(now, self.hold_until) < 0:
+        if ticks_diff(now, self.hold_until) < 0:
             return True
         self.hold_until = None
         return False

@@ -1,5 +1,5 @@
 # IEC 61851-1 control pilot: level bands, filtering, diode check, duty <-> current.
-import time
+from firmware.core.clock import ticks_diff  # ticks wrap at 2^30 as on the boards
 from micropython import const
 
 # Pilot states as small ints (cheap to compare in the control loop).
@@ -93,7 +93,7 @@ class Pilot:
         if raw != self._cand:
             self._cand = raw
             self._cand_since = now
-        if raw != self.state and time.ticks_diff(now, self._cand_since) >= DEBOUNCE[raw]:
+        if raw != self.state and ticks_diff(now, self._cand_since) >= DEBOUNCE[raw]:
             self.state = raw
             self.since = now
         if pwm_on and self.state in (B, C, D) and raw == self.state:

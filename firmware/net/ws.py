@@ -31,6 +31,7 @@ import hashlib
 import os
 import time
 import micropython
+from firmware.core.clock import ticks_add, ticks_diff, ticks_ms  # the boards' 2^30 tick period
 from micropython import const
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -228,7 +229,7 @@ async def connect(url, protocols=("ocpp1.6",), headers=None, basic=None, ca=None
     agreed (empty: none asked). headers: extra (name, value) pairs or a dict.
     basic: (user, password) for HTTP Basic auth. ca: PEM (one or more certs)
     or DER of the CA for wss://. cert/key: client certificate for mutual TLS.
-    clock: object with ticks_ms() for last_rx_ms (default time.ticks_ms)."""
+    clock: object with ticks_ms() for last_rx_ms (default the port's real ms ticks)."""
     tls, host, port, path = parse_url(url)
     ctx = _ssl_context(ca, cert, key, insecure) if tls else None
     ws = WebSocket(max_frame, clock)
@@ -248,7 +249,7 @@ class WebSocket:
         self.closed = False
         self.close_code = None
         self.close_reason = ""
-        self._ticks = clock.ticks_ms if clock is not None else time.ticks_ms
+        self._ticks = clock.ticks_ms if clock is not None else ticks_ms
         self.last_rx_ms = self._ticks()  # any frame received (pong included)
         self.last_pong_ms = None
         self._st = None
@@ -715,18 +716,18 @@ async def keepalive(ws, interval_ms=30000, timeout_ms=None, sleep_ms=None):
         timeout_ms = 2 * interval_ms
     ticks = ws._ticks
     sleep = sleep_ms or asyncio.sleep_ms
-    next_ping = time.ticks_add(ticks(), interval_ms)
+    next_ping = ticks_add(ticks(), interval_ms)
     pinger = None
     while not ws.closed:
         now = ticks()
-        quiet = time.ticks_diff(now, ws.last_rx_ms)
+        quiet = ticks_diff(now, ws.last_rx_ms)
         if quiet >= timeout_ms:
             ws.abort("keepalive: nothing received for %d ms" % quiet)
             return
-        if time.ticks_diff(next_ping, now) <= 0:
+        if ticks_diff(next_ping, now) <= 0:
             # its own task: a ping stuck on a full send buffer must not stop
             # this loop from noticing the deadline
             if pinger is None or pinger.done():
                 pinger = asyncio.create_task(_ping(ws))
-            next_ping = time.ticks_add(now, interval_ms)
-        await sleep(max(1, min(time.ticks_diff(next_ping, now), timeout_ms - quiet)))
+            next_ping = ticks_add(now, interval_ms)
+        await sleep(max(1, min(ticks_diff(next_ping, now), timeout_ms - quiet)))

@@ -211,10 +211,11 @@ class OcppClient:
             names = self.keys.list("MeterValuesSampledData")
             for cid, t in self.txs.items():
                 due = self.next_sample.get(cid)
-                if due is None or due - now > interval:  # new, or the interval was just shortened
-                    self.next_sample[cid] = now + interval
-                elif now - due >= 0 and names:
-                    self.next_sample[cid] = due + interval if now - due < interval else now + interval
+                late = None if due is None else self.clock.ticks_diff(now, due)
+                if late is None or -late > interval:  # new, or the interval was just shortened
+                    self.next_sample[cid] = self.clock.ticks_add(now, interval)
+                elif late >= 0 and names:
+                    self.next_sample[cid] = self.clock.ticks_add(due if late < interval else now, interval)
                     c = self.station.connectors[cid - 1]
                     self.queue.push("MeterValues", {
                         "connectorId": cid, "transactionId": self.queue.remote_id(t["tx"]) or t["tx"],
@@ -397,11 +398,12 @@ class OcppClient:
             self.rpc.quiet = False
 
     async def _sleep_or_drop(self, ms, reader):
-        end = self.clock.ticks_ms() + ms
-        while self.clock.ticks_ms() < end:
+        c = self.clock
+        end = c.ticks_add(c.ticks_ms(), ms)
+        while c.ticks_diff(end, c.ticks_ms()) > 0:
             if reader is not None and reader.done():
                 raise NotConnected("connection lost")
-            await self.clock.sleep_ms(min(LOOP_MS, end - self.clock.ticks_ms()))
+            await c.sleep_ms(min(LOOP_MS, c.ticks_diff(end, c.ticks_ms())))
 
     def _sync_clock(self, stamp):
         # A simulated clock takes the CSMS's time once: after that simulated
@@ -428,7 +430,7 @@ class OcppClient:
             await self._flush_queue()  # transaction messages before the statuses they explain
             await self._report_status()
             hb = self.keys.get("HeartbeatInterval") * 1000
-            if hb and now - self.last_heartbeat >= hb:
+            if hb and self.clock.ticks_diff(now, self.last_heartbeat) >= hb:
                 try:
                     r = await self.rpc.call("Heartbeat", {})
                     self._sync_clock(r.get("currentTime"))
@@ -450,7 +452,7 @@ class OcppClient:
         t.cancel()
 
     async def _report_status(self):
-        if self.clock.ticks_ms() - self.station.booted_at < 200:
+        if self.clock.ticks_diff(self.clock.ticks_ms(), self.station.booted_at) < 200:
             return  # the pilots are not filtered yet: no status from before we looked
         c0 = "Unavailable" if all(not c.available for c in self.station.connectors) else "Available"
         items = [(0, c0, "NoError")] + [(c.id, self.status_of(c), c.faults.ocpp_error())

@@ -219,14 +219,14 @@ class Rpc:
     def _remember(self, uid):
         now = self.clock.ticks_ms()
         a = self._answered
-        while a and (len(a) >= REPLAY_KEEP or time.ticks_diff(now, a[0][1]) > REPLAY_MS):
+        while a and (len(a) >= REPLAY_KEEP or self.clock.ticks_diff(now, a[0][1]) > REPLAY_MS):
             a.pop(0)
         a.append((uid, now))
 
     def _replayed(self, uid):
         now = self.clock.ticks_ms()
         for u, t in self._answered:
-            if u == uid and time.ticks_diff(now, t) <= REPLAY_MS:
+            if u == uid and self.clock.ticks_diff(now, t) <= REPLAY_MS:
                 return True
         return False
 

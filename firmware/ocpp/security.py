@@ -169,8 +169,8 @@ class Security:
         next_mem = cl.clock.ticks_ms()
         while not cl.stopped:
             now = cl.clock.ticks_ms()
-            if time.ticks_diff(now, next_mem) >= 0:
-                next_mem = time.ticks_add(now, MEM_CHECK_MS)
+            if cl.clock.ticks_diff(now, next_mem) >= 0:
+                next_mem = cl.clock.ticks_add(now, MEM_CHECK_MS)
                 self._check_memory()
             self._check_tamper()
             if self._ready():

@@ -2,7 +2,7 @@
 # contact mirrors the contacts. Injected faults: welded (contacts stay closed
 # once closed) and stuck_open (they never close).
 
-from time import ticks_add, ticks_diff  # dev boards in demo mode: ms ticks wrap
+from firmware.core.clock import ticks_add, ticks_diff  # ms ticks wrap at 2^30 (boards' period) on every port
 
 
 class SimContactor:

@@ -8,7 +8,7 @@
 # Misbehaviour for tests: obey=False stays in C without PWM; greedy=True draws
 # its demand whatever the duty says.
 
-from time import ticks_diff  # dev boards in demo mode: ms ticks wrap
+from firmware.core.clock import ticks_diff  # ms ticks wrap at 2^30 (boards' period) on every port
 
 LEVEL_MV = {"A": 12000, "B": 9000, "C": 6000, "D": 3000, "E": 0}
 

@@ -25,6 +25,7 @@
 #   quiet_ms(now)         ms in which no discrete input can change (sim only; 0 = unknown)
 #   wdt                   object with feed(), or None
 import time
+from firmware.core.clock import us_since
 
 
 class SimHardware:
@@ -100,7 +101,7 @@ class SimHardware:
             while True:
                 t0 = time.ticks_us()
                 self.step(clock.ticks_ms())
-                us = time.ticks_diff(time.ticks_us(), t0)
+                us = us_since(t0)
                 self.step_us = us
                 if us > self.step_us_max:
                     self.step_us_max = us

@@ -2,7 +2,7 @@
 # RCD, a PE check and a meter; one thermal mass for the enclosure. step(now)
 # advances the physics to `now` (ms); commands come from the bench.
 
-from time import ticks_add, ticks_diff  # dev boards in demo mode: ms ticks wrap
+from firmware.core.clock import ticks_add, ticks_diff  # ms ticks wrap at 2^30 (boards' period) on every port
 import json
 import os
 from firmware.sim.ev import EV

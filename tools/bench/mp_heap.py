@@ -130,7 +130,7 @@ class Scenario:
         res["scenario"] = figures()
         res["scenario"]["max_live"] = self.max_live
         res["checkpoints"] = self.checkpoints
-        res["sim_ms"] = clock.ticks_ms()
+        res["sim_ms"] = clock.elapsed_ms()
         res["store_writes"] = board.store.writes
         st.stop()
         return res
