@@ -127,22 +127,8 @@ class UnixBoard:
                 "auth_key": cfg["auth_key"], "security_profile": cfg["security_profile"],
                 "basic": (cp_id, cfg["auth_key"]) if cfg["auth_key"] else None, "ca": ca,
                 "ca_path": cfg["csms_ca"], "fw_root": cfg["fw_root"], "cp_cert": cfg["cp_cert"],
-                "cp_key": cfg["cp_key"], "serial": "SIM-" + cp_id, "installer": self.install}
+                "cp_key": cfg["cp_key"], "serial": "SIM-" + cp_id}
         OcppClient(self.station, opts, connect)
-
-    async def install(self, path):
-        # The hand-over point for firmware images (UpdateFirmware). Until
-        # signed bundles and A/B slots exist, this board only checks that the
-        # file is a firmware bundle at all. Returns None when taken, else why not.
-        try:
-            with open(path, "rb") as f:
-                head = f.read(len(BUNDLE_MAGIC))
-        except OSError as e:
-            return "cannot read the image: %r" % e
-        if head != BUNDLE_MAGIC:
-            return "not a firmware bundle (bad header)"
-        self.log.warn("board", "firmware image accepted; rebooting into it")
-        return None
 
     def status(self):
         s = self.station.status()
