@@ -44,8 +44,13 @@ $(STAMP): requirements.txt
 
 venv: $(STAMP)
 
+# SIM_ARGS reaches tools/sim.py through the environment, not its command
+# line: a secret in it (--set auth_key=...) stays off the terminal and out
+# of the process list.
+export SIM_ARGS
 sim: $(STAMP)
-	$(BIN)/python tools/sim.py --dir $(SIM_DIR) $(SIM_ARGS)
+	@echo "$(BIN)/python tools/sim.py --dir $(SIM_DIR)  (options from SIM_ARGS)"
+	@$(BIN)/python tools/sim.py --dir $(SIM_DIR)
 
 # Cross-compile every firmware and board module for ESP32 (xtensawin) and
 # RP2040 (armv6m); any error fails the build.
