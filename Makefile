@@ -77,7 +77,8 @@ BUNDLE ?=
 PORT ?=
 flash-bundle: $(STAMP)
 	@test -n "$(BUNDLE)" || { echo "usage: make flash-bundle BUNDLE=fw.signed [PORT=/dev/ttyUSB0] [FLASH_ARGS=--dry-run]"; exit 2; }
-	$(BIN)/python tools/flash_bundle.py $(BUNDLE) $(if $(PORT),--port $(PORT)) $(FLASH_ARGS)
+	$(BIN)/python tools/flash_bundle.py $(BUNDLE) $(if $(PORT),--port $(PORT)) $(FLASH_ARGS) || { rc=$$?; \
+	  echo "flash-bundle: tools/flash_bundle.py exit status $$rc (1 refused; 2 usage error, no board or mpremote failure)"; exit $$rc; }
 
 # A fresh simulation directory: store, plant, CSMS data and development keys go.
 clean-sim:
