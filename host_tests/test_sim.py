@@ -116,7 +116,7 @@ class Term:
 
 
 @pytest.fixture
-def term():
+def term(tmp_path):
     terms = []
 
     def start(*args, env=None):
@@ -127,6 +127,13 @@ def term():
     yield start
     for t in terms:
         t.close()
+    # Whatever a failed test left running in its directory (the dev CSMS has its own session).
+    for pid, cmd in proc_cmdlines(with_pid=True):
+        if str(tmp_path).encode() in cmd and pid != os.getpid():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
 
 
 def sim_args(d, csms=True):
@@ -211,15 +218,16 @@ def test_second_sim_on_the_same_ports_fails_clearly_and_boots_nothing(tmp_path, 
 
 # ---------------------------------------------------------------- secrets
 
-def proc_cmdlines():
+def proc_cmdlines(with_pid=False):
     out = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:
                 with open("/proc/%s/cmdline" % pid, "rb") as f:
-                    out.append(f.read())
+                    cmd = f.read()
             except OSError:
-                pass
+                continue
+            out.append((int(pid), cmd) if with_pid else cmd)
     return out
 
 
@@ -256,6 +264,9 @@ def test_ctrl_c_during_start_up_ends_quietly(tmp_path, term):
     assert "Traceback" not in t.out
     assert rc == 130
     assert boots(d) == 0
+    time.sleep(0.5)
+    left = [c for c in proc_cmdlines() if str(d).encode() in c]
+    assert not left, (left, t.out)  # no CSMS left behind
 
 
 def test_ctrl_c_during_a_power_cut_ends_quietly(tmp_path, term):

@@ -138,13 +138,24 @@ def start_csms(d, port):
         os.remove(ready)
     log_path = os.path.join(d, "csms.log")
     log = open(log_path, "a")
-    # Its own session: Ctrl-C at the bench REPL is the firmware's, not the CSMS's.
-    p = subprocess.Popen([sys.executable, "-m", "tools.csms", "--port", str(port), "--http-port", str(port + 1),
-                          "--no-stdin", "--data-dir", os.path.join(d, "csms"), "--ready-file", ready],
-                         cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                         start_new_session=True)
-    log.close()
+    # Its own session: Ctrl-C at the bench REPL is the firmware's, not the
+    # CSMS's. Ctrl-C is held back while it starts, so no CSMS is left behind
+    # by an interrupt between its start and the moment we own it.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
+        p = subprocess.Popen([sys.executable, "-m", "tools.csms", "--port", str(port), "--http-port",
+                              str(port + 1), "--no-stdin", "--data-dir", os.path.join(d, "csms"),
+                              "--ready-file", ready],
+                             cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                             start_new_session=True,
+                             preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, blocked))
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        raise
+    finally:
+        log.close()
+    try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # a Ctrl-C held back arrives here
         for _ in range(150):
             if os.path.exists(ready):
                 with open(ready) as f:
@@ -270,7 +281,12 @@ def run(args, rest, env):
         stop(csms)
 
 
+def _terminated(signum, frame):
+    raise SystemExit(128 + signum)  # SIGTERM: the finally clauses stop the CSMS
+
+
 def main(argv=None):
+    signal.signal(signal.SIGTERM, _terminated)
     if argv is None:
         argv = sys.argv[1:] + shlex.split(os.environ.get("SIM_ARGS", ""))
     try:
