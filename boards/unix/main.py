@@ -43,7 +43,7 @@ RANGES = {"--port": "0..65535 (0: no control channel)",
 def help_text():
     # The option list and every configuration key, from the one schema.
     from firmware.core.config import SCHEMA
-    lines = ["firmware options (boards/unix/main.py):", "  " + USAGE,
+    lines = [USAGE, "firmware options (boards/unix/main.py):",
              "  --dir DIR          simulation directory; DIR/flash is the store",
              "  --port N           control channel on 127.0.0.1:N, " + RANGES["--port"] + ", default 7700",
              "  --time MODE        " + RANGES["--time"] + ", default real",
@@ -150,7 +150,7 @@ def parse(argv):
             if v is None:
                 print("error: unknown option %s\n%s" % (a, USAGE))
             else:
-                print("error: %s %s: must be %s" % (a, v, RANGES.get(a, "a valid value")))
+                print("error: %s %s: must be %s\n%s" % (a, v, RANGES.get(a, "a valid value"), USAGE))
             sys.exit(2)
     if o["check"]:
         errors = check(o)
