@@ -331,3 +331,15 @@ def test_boot_slots_runs_the_installed_image_and_says_so(installed, term):
     lines = [ln for ln in out.splitlines() if "not the working tree" in ln]
     assert len(lines) == 1 and "slot A" in lines[0] and "0.2.0" in lines[0]
     assert "firmware 0.2.0" in out
+
+
+def test_make_sim_passes_sim_args_out_of_sight(tmp_path):
+    # make echoes its recipe: SIM_ARGS (with a secret) must not be in it.
+    r = subprocess.run(["make", "--no-print-directory", "-o", ".venv/.installed", "sim", "SIM_DIR=%s" % (tmp_path / "s"),
+                        "SIM_ARGS=--set auth_key=TOPSECRET --connectors 9"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=60)
+    assert "--connectors 9: must be 1..4" in r.stdout + r.stderr
+    assert "TOPSECRET" not in r.stdout + r.stderr
+    r = subprocess.run(["make", "--no-print-directory", "-o", ".venv/.installed", "sim", "SIM_ARGS=--help"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "--boot-slots" in r.stdout and "max_current_a" in r.stdout
