@@ -21,7 +21,7 @@ SELF = "host_tests/test_repo.py"  # its examples of bad references are on purpos
 MD_LINK = re.compile(r"\]\(([^)\s]+)\)")
 PATH = re.compile(r"(?<![\w./<>-])((?:%s)/[\w./-]*[\w/])" % "|".join(re.escape(t) for t in TOP))
 BARE_MD = re.compile(r"(?<![\w./-])([\w-]+\.md)\b")
-OUTSIDE = re.compile(r"\.\./shared[\w./-]*")
+OUTSIDE = re.compile(r"(?:\.\./|/work/)shared[\w./-]*")
 
 
 def tracked():

@@ -168,6 +168,7 @@ def test_help_shows_the_firmware_options_and_keys():
     (["--time", "fast"], ["--time fast", "real, step, jump", "RATE"]),
     (["--port", "70000"], ["--port 70000", "0..65535"]),
     (["--set", "max_curent_a=16"], ["max_curent_a", "did you mean max_current_a"]),
+    (["--set", "id=bad id!"], ["id: must be 1..48", "refusing to start"]),
 ])
 def test_bad_option_names_value_and_range_before_anything_starts(tmp_path, args, says):
     d = tmp_path / "sim"

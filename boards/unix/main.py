@@ -78,16 +78,21 @@ def _nearest(word, words):
 
 def check(o):
     # The --set overrides against the configuration's keys; returns error lines.
-    from firmware.core.config import SCHEMA, apply_override
+    from firmware.core.config import SCHEMA, apply_override, validate
     errors = []
+    raw = {}
     for a in o["set"]:
-        e = apply_override({}, a)
+        e = apply_override(raw, a)
         if e:
             key = a.split("=", 1)[0].split(".")[0]
             near = _nearest(key, SCHEMA) if "=" in a else None
             if near and near not in e:
                 e += "; did you mean %s?" % near
-            errors.append(e)
+            errors.append("--set " + e)
+    try:
+        validate(raw)  # what would refuse the start (a bad charger id)
+    except ConfigError as e:
+        errors.append("config: %s; refusing to start" % e)
     return errors
 
 
@@ -155,7 +160,7 @@ def parse(argv):
     if o["check"]:
         errors = check(o)
         for e in errors:
-            print("error: --set " + e)
+            print("error: " + e)
         sys.exit(2 if errors else 0)
     return o
 
