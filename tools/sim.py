@@ -300,6 +300,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("\nsimulator stopped before the charger started")
         return 130
+    except BrokenPipeError:  # `--help | head`: the reader has gone
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
