@@ -344,3 +344,18 @@ def test_make_sim_passes_sim_args_out_of_sight(tmp_path):
     r = subprocess.run(["make", "--no-print-directory", "-o", ".venv/.installed", "sim", "SIM_ARGS=--help"], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "--boot-slots" in r.stdout and "max_current_a" in r.stdout
+
+
+def test_firmware_with_its_control_port_taken_does_not_boot(tmp_path):
+    # The firmware binds its control channel before it boots: a clash is no boot.
+    port = free_port()
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        r = subprocess.run([MP, os.path.join(ROOT, "boards", "unix", "main.py"), "--dir", str(tmp_path / "fw"),
+                            "--port", str(port), "--no-repl", "--time", "step"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 2
+    assert "control port %d in use" % port in r.stdout and "try --port" in r.stdout
+    assert boots(tmp_path / "fw") == 0
