@@ -15,19 +15,42 @@ SIM_ARGS ?=
 # Every module that runs on a board: the firmware package and the board layers.
 MPY_SRC := $(shell find firmware boards -name '*.py' ! -name 'manifest.py' | sort)
 
-.PHONY: all venv sim test mpy bench clean flash-bundle
+.PHONY: all venv sim test mpy bench clean flash-bundle help clean-sim
 
-all: test
+# `make` alone only says what there is: the suite takes minutes.
+all: help
+
+# One line per target; `make help` is the list a newcomer reads.
+help:
+	@echo "make targets:"
+	@echo "  make help          this list"
+	@echo "  make venv          create .venv with the pinned tools (requirements.txt)"
+	@echo "  make sim           the firmware on the Unix port with the simulated plant and the dev CSMS"
+	@echo "                     (SIM_ARGS=--help for its options, SIM_DIR=dir for the simulation directory)"
+	@echo "  make clean-sim     delete the simulation directory ($(SIM_DIR)): the next make sim starts fresh"
+	@echo "  make test          cross-compile every module, then the whole test suite (about 6 minutes)"
+	@echo "  make mpy           cross-compile every firmware and board module for ESP32 and RP2040"
+	@echo "  make bench         control-loop lateness, heap and allocation figures"
+	@echo "  make flash-bundle  install a signed bundle on a board over USB (BUNDLE=fw.signed [PORT=...])"
+	@echo "  make clean         delete build/, .venv and test caches"
 
 $(STAMP): requirements.txt
+	@echo "venv: creating $(VENV) with $(PYTHON)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	@echo "venv: installing the pinned packages of requirements.txt (a minute or two on a fresh machine)"
+	$(BIN)/pip install --disable-pip-version-check -r requirements.txt
 	touch $(STAMP)
+	@echo "venv: ready"
 
 venv: $(STAMP)
 
+# SIM_ARGS reaches tools/sim.py through the environment, not its command
+# line: a secret in it (--set auth_key=...) stays off the terminal and out
+# of the process list.
+export SIM_ARGS
 sim: $(STAMP)
-	$(BIN)/python tools/sim.py --dir $(SIM_DIR) $(SIM_ARGS)
+	@echo "$(BIN)/python tools/sim.py --dir $(SIM_DIR)  (options from SIM_ARGS)"
+	@$(BIN)/python tools/sim.py --dir $(SIM_DIR)
 
 # Cross-compile every firmware and board module for ESP32 (xtensawin) and
 # RP2040 (armv6m); any error fails the build.
@@ -54,7 +77,12 @@ BUNDLE ?=
 PORT ?=
 flash-bundle: $(STAMP)
 	@test -n "$(BUNDLE)" || { echo "usage: make flash-bundle BUNDLE=fw.signed [PORT=/dev/ttyUSB0] [FLASH_ARGS=--dry-run]"; exit 2; }
-	$(BIN)/python tools/flash_bundle.py $(BUNDLE) $(if $(PORT),--port $(PORT)) $(FLASH_ARGS)
+	$(BIN)/python tools/flash_bundle.py $(BUNDLE) $(if $(PORT),--port $(PORT)) $(FLASH_ARGS) || { rc=$$?; \
+	  echo "flash-bundle: tools/flash_bundle.py exit status $$rc (1 refused; 2 usage error, no board or mpremote failure)"; exit $$rc; }
+
+# A fresh simulation directory: store, plant, CSMS data and development keys go.
+clean-sim:
+	rm -rf $(SIM_DIR)
 
 clean:
 	rm -rf build $(VENV) .pytest_cache .hypothesis

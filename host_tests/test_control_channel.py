@@ -1,5 +1,5 @@
-"""The control channel under bad input (ARCHITECTURE.md, "Contract: the
-simulation control channel").
+"""The control channel under bad input (README.md, "Control
+channel").
 
 One request object per line, one reply object per line; a reply always has
 "ok", and "error" when false. A malformed line gets an error reply that names

@@ -881,3 +881,53 @@ def test_command_line_runs_without_a_terminal(tmp_path):
             proc.communicate()
     assert proc.returncode == 0, out
     assert "dev CSMS: OCPP 1.6J on ws://127.0.0.1:%d/<chargePointId>" % port in out
+
+
+# ---------------------------------------------------------------- the back-office engineer's first hour
+
+def test_transaction_ids_continue_across_runs_in_one_data_dir(tmp_path):
+    # Ids restart at 1 in every run would repeat in the same csms.log.
+    async def one_session(csms):
+        async with connect(csms) as cp:
+            return (await cp.call(call.StartTransaction(1, "T1", 0, TS))).transaction_id
+
+    got = []
+    for _ in range(2):
+        csms = CsmsServer(port=0, http_port=0, data_dir=tmp_path / "csms").start()
+        try:
+            got.append(run(one_session(csms)))
+            got.append(run(one_session(csms)))
+        finally:
+            csms.stop()
+    assert got == [1, 2, 3, 4]
+    # a fresh data directory starts again at 1
+    csms = CsmsServer(port=0, http_port=0, data_dir=tmp_path / "other").start()
+    try:
+        assert run(one_session(csms)) == 1
+    finally:
+        csms.stop()
+
+
+def test_the_http_root_is_an_index_of_the_admin_api(csms):
+    status, h, body = _http(csms, "GET", "/")
+    assert status == 200 and h["Content-Type"].startswith("text/plain")
+    page = body.decode()
+    base = "http://127.0.0.1:%d" % csms.http_port
+    for route in ("/api/chargepoints", "/api/messages", "/api/call/<cp>/<Action>", "/api/config"):
+        assert route in page
+    # examples with this server's address, that work as written
+    assert "curl -X POST -d '{\"type\":\"Soft\"}' %s/api/call/" % base in page
+    assert "curl %s/api/chargepoints" % base in page
+    assert _http(csms, "GET", "/api/chargepoints")[0] == 200
+
+
+def test_a_second_upload_of_the_same_name_keeps_both(csms):
+    assert _http(csms, "PUT", "/upload/diag.tar.gz", b"first")[0] == 201
+    status, _, resp = _http(csms, "PUT", "/upload/diag.tar.gz", b"second")
+    answer = json.loads(resp)
+    assert status == 201 and answer["stored"] == "diag-2.tar.gz"
+    assert "kept both" in answer["note"]
+    up = csms.files.upload_dir
+    assert (up / "diag.tar.gz").read_bytes() == b"first"
+    assert (up / "diag-2.tar.gz").read_bytes() == b"second"
+    assert csms.files.uploads[-1]["renamed_from"] == "diag.tar.gz"

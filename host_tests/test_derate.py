@@ -1,4 +1,4 @@
-"""Thermal derating (REFERENCE.md "Protection", thermal; config DERATE defaults).
+"""Thermal derating (docs/reference.md "Protection", thermal; config DERATE defaults).
 
 Default curve (firmware/core/config.py, after OpenEVSE): 50 % at 65 C, 25 % at 68 C,
 shutdown at 71 C (HighTemperature), resume at 62 C on the lowest step; steps back up

@@ -360,7 +360,9 @@ elif "usb_update" in args:
 def test_flash_runs_mpremote_and_reports(rel, tmp_path, answer, rc):
     exe, log = fake_mpremote(tmp_path, answer)
     out = []
-    got = fb.flash(rel["good"], "/dev/ttyUSB0", None, (), mpremote=exe, out=out.append, pause=0)
+    tty = tmp_path / "ttyUSB0"  # the board's serial port is there (a stand-in file)
+    tty.write_text("")
+    got = fb.flash(rel["good"], str(tty), None, (), mpremote=exe, out=out.append, pause=0)
     assert got == rc, out
     calls = [json.loads(ln) for ln in log.read_text().splitlines()]
     assert sum(1 for c in calls if "PLATFORM" in " ".join(c)) == 2  # one retry while the board reboots
@@ -668,3 +670,59 @@ def test_certificate_policy_refusals_over_usb(rel, tmp_path):
             fb.local_check(p, "unix", host_roots)
         assert e.value.reason == reason, name
     assert fb.local_check(good, "unix", host_roots)["version"] == "1.1.0"
+
+
+# ---------------------------------------------------------------- what the technician reads
+
+FLASH = os.path.join(ROOT, "tools", "flash_bundle.py")
+
+
+def readme_exit_codes():
+    # "Exit status of `tools/flash_bundle.py`: 0 installed ..., 1 refused ..., 2 usage error ..."
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = " ".join(f.read().split())
+    i = text.index("Exit status of `tools/flash_bundle.py`:")
+    part = text[i:i + 400]
+    import re
+    return {word: int(n) for n, word in re.findall(r"(\d) (installed|refused|usage error)", part)}
+
+
+def test_missing_file_says_no_such_file(tmp_path):
+    missing = str(tmp_path / "fw-9.9.9.signed")
+    p = subprocess.run([sys.executable, FLASH, missing], capture_output=True, text=True, timeout=60)
+    assert "no such file: %s" % missing in p.stdout
+    assert "bad_manifest" not in p.stdout
+    assert p.returncode == readme_exit_codes()["usage error"] == 2
+
+
+def test_refusal_exit_codes_match_the_readme(rel, tmp_path):
+    codes = readme_exit_codes()
+    assert codes == {"installed": 0, "refused": 1, "usage error": 2}
+    unsigned = tmp_path / "plain.bundle"
+    unsigned.write_bytes(open(rel["good"], "rb").read()[:-200])  # the trailer cut off
+    for f in (str(unsigned), rel["flip_sig"]):
+        p = subprocess.run([sys.executable, FLASH, f, "--port", "/dev/ttyUSB9"], capture_output=True, text=True,
+                           timeout=60)
+        assert "REFUSED" in p.stdout
+        assert p.returncode == codes["refused"], p.stdout
+    # through make too: the tool's status is said, whatever make exits with
+    p = subprocess.run(["make", "-s", "-o", ".venv/.installed", "flash-bundle", "BUNDLE=" + str(unsigned)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert "exit status 1 (1 refused" in p.stdout, p.stdout + p.stderr
+
+
+def test_no_board_is_said_at_once(rel, tmp_path):
+    # A port that is not there: said before any mpremote command, no retries.
+    t0 = time.monotonic()
+    p = subprocess.run([sys.executable, FLASH, rel["good"], "--port", str(tmp_path / "ttyUSB0"), "--target", "esp32"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2
+    assert "no board on %s" % (tmp_path / "ttyUSB0") in p.stdout
+    assert "retry" not in p.stdout and time.monotonic() - t0 < 20
+    # mpremote's auto with no USB serial port at all
+    exe, log = fake_mpremote(tmp_path, "UPDATE OK slot B version 1.1.0", fail_first=0)
+    out = []
+    rc = fb.flash(rel["good"], None, "esp32", (), mpremote=exe, out=out.append, pause=0, ports=lambda: [])
+    assert rc == 2
+    assert out[-1].startswith("no board attached") and not any("retry" in x for x in out)
+    assert not log.exists()  # mpremote never ran

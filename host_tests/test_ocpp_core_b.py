@@ -4,7 +4,7 @@ and availability: the firmware on the Unix port against the dev CSMS, which
 checks every message against the official schemas.
 
 Each test is named after its test case (test_tc_<number>_...); the table in
-host_tests/COMPLIANCE.md (or COMPLIANCE_B.md) maps them. Where the firmware
+host_tests/COMPLIANCE.md maps them. Where the firmware
 does not (yet) behave as OCPP 1.6 says, the test asserts what the
 specification asks for.
 """

@@ -1,4 +1,4 @@
-"""Protection (REFERENCE.md "Protection", "OCPP 1.6 ChargePointErrorCode from device faults").
+"""Protection (docs/reference.md "Protection", "OCPP 1.6 ChargePointErrorCode from device faults").
 
 RCD retry policy, overcurrent, meter / temperature sensor / lock failures, the
 latched welded contactor across reboot and power cut, the OCPP error code of every
@@ -17,7 +17,7 @@ FORCE_OPEN_MS = 6000  # EVSE-initiated stop: force open at 6 s
 LOCK_MS = 1000  # the lock must report locked within this
 CLOSE_MAX_MS = 3000
 
-# REFERENCE "OCPP 1.6 ChargePointErrorCode from device faults".
+# docs/reference.md "OCPP 1.6 ChargePointErrorCode from device faults".
 OCPP = {
     "rcd": "GroundFailure",  # RCD / GFCI
     "ground": "GroundFailure",  # no ground

@@ -1,4 +1,4 @@
-"""The bench REPL on the console (ARCHITECTURE.md: plug(32), ev("C"), status(),
+"""The bench REPL on the console (README.md "At the bench": plug(32), ev("C"), status(),
 help() as plain functions), driven through the firmware's stdin.
 
 The REPL runs as a task beside the charger: a command that fails prints an

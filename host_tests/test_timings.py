@@ -1,4 +1,4 @@
-"""Timings the firmware must meet (REFERENCE.md, "Timings the firmware must meet").
+"""Timings the firmware must meet (docs/reference.md, "Timings").
 
 Every number is checked in simulated time on the plant's scope (fw.trace): events
 [t_ms, connector, what, value] with what in duty / coil / contacts / locked / ev / rcd.

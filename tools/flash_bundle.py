@@ -33,7 +33,11 @@ Steps:
      plain REPL with nothing changed; `mpremote reset` starts the charger.
 
 --dry-run prints the mpremote commands after the local checks and runs none.
-Exit status: 0 installed (or dry run passed), 1 refused, 2 usage or mpremote failure.
+Before any mpremote command the tool checks that the board's serial port is
+there (--port, or any USB serial port for mpremote's auto), so a missing
+board is said at once instead of retried.
+Exit status: 0 installed (or dry run passed), 1 refused (by the local checks
+or by the board), 2 usage error (no such file), no board, or mpremote failure.
 """
 import argparse
 import datetime
@@ -63,6 +67,10 @@ class Refused(Exception):
     def __init__(self, reason, detail=""):
         super().__init__("%s: %s" % (reason, detail) if detail else reason)
         self.reason = reason
+
+
+class NoSuchFile(Exception):
+    """The bundle named is not there: a usage error, not a refusal."""
 
 
 # ---------------------------------------------------------------- the file
@@ -97,7 +105,7 @@ def local_check(path, target=None, roots=(), now=None):
     import hashlib
     from cryptography import x509
     if not os.path.isfile(path):
-        raise Refused("bad_manifest", "no such file %s" % path)
+        raise NoSuchFile(path)
     t = read_trailer(path)
     if t is None:
         raise Refused("unsigned", "no CHARGER-SIG1 trailer: sign with tools/release.py sign --embed")
@@ -184,15 +192,40 @@ def commands(path, port, target, now, mpremote=None, remote=REMOTE_PATH):
     return probe, copy_apply, reset
 
 
+def usb_ports():
+    """Serial ports mpremote's `auto` would consider: USB ones (with a vendor id)."""
+    try:
+        from serial.tools import list_ports
+    except ImportError:  # no pyserial: let mpremote find out
+        return None
+    return [p.device for p in list_ports.comports() if p.vid is not None]
+
+
+def missing_board(port, ports=usb_ports):
+    """Why no board can be there (a message), or None."""
+    if port is None or port == "auto":
+        found = ports()
+        if found == []:
+            return "no board attached: no USB serial port found (plug the board in, or pass --port)"
+        return None
+    dev = port[len("port:"):] if port.startswith("port:") else port
+    if dev.startswith("/") and not os.path.exists(dev):
+        return "no board on %s: no such serial port" % dev
+    return None
+
+
 def _run(cmd, timeout):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
 def flash(path, port=None, target=None, roots=(), dry_run=False, mpremote=None, out=print,
-          tries=HANDOVER_TRIES, pause=2.0, remote=REMOTE_PATH):
+          tries=HANDOVER_TRIES, pause=2.0, remote=REMOTE_PATH, ports=usb_ports):
     now = time.time()
     try:
         info = local_check(path, target, roots, now)
+    except NoSuchFile:
+        out("no such file: %s" % path)
+        return 2
     except Refused as e:
         out("REFUSED locally: %s" % e)
         return 1
@@ -206,6 +239,10 @@ def flash(path, port=None, target=None, roots=(), dry_run=False, mpremote=None, 
         if target is None:
             out("  (TARGET: from the board's sys.platform, esp32 -> esp32, rp2 -> rp2040)")
         return 0
+    why = missing_board(port, ports)
+    if why:
+        out(why)
+        return 2
     platform = None
     for i in range(tries):
         try:

@@ -16,7 +16,7 @@ from firmware.core.clock import RealClock, SimClock
 from firmware.core.store import Store
 from firmware.sim.plant import Plant
 from firmware.sim.hw import SimHardware
-from firmware.ota.slots import Slots
+from firmware.ota.slots import Slots, FACTORY
 from firmware.version import VERSION as FACTORY_VERSION
 from firmware.bench import BenchError, check_args
 from boards.common import loader
@@ -71,9 +71,17 @@ class UnixBoard:
         self.station = None
         self.log = None
         self.trial = None
+        # --working-tree: the source tree runs, whatever slot the boot record
+        # names, until this run changes the record (an update installed here
+        # boots as on a board). None: the boot record decides.
+        self.tree_record = self.slots.record()[0] if opts.get("working_tree") else None
 
     def boot(self):
         # The boot loader: choose the image, import the charger from it, start.
+        if self.tree_record is not None and self.slots.record()[0] == self.tree_record:
+            self.loader.image = loader.activate(None, self.loader.image)
+            return self._start(FACTORY, "working tree (installed slots not booted)", [])
+        self.tree_record = None
         return self.loader.boot(self._start)
 
     def _start(self, slot, report, failures):
@@ -99,6 +107,10 @@ class UnixBoard:
         st.reboot = self.reboot
         st.updater = Updater(self.slots, TARGET, self.log)
         st.boot_info = self.loader.boot_info(slot, report, failures)
+        if self.tree_record is not None:
+            st.boot_info["trial"] = False  # a trial armed in a slot is not the working tree's to confirm
+        elif slot != FACTORY:
+            self.out.write("image: slot %s (firmware %s), not the working tree\n" % (slot, st.version))
         if cfg["csms_url"]:
             self._attach_ocpp(cfg)
         st.start()
@@ -127,22 +139,8 @@ class UnixBoard:
                 "auth_key": cfg["auth_key"], "security_profile": cfg["security_profile"],
                 "basic": (cp_id, cfg["auth_key"]) if cfg["auth_key"] else None, "ca": ca,
                 "ca_path": cfg["csms_ca"], "fw_root": cfg["fw_root"], "cp_cert": cfg["cp_cert"],
-                "cp_key": cfg["cp_key"], "serial": "SIM-" + cp_id, "installer": self.install}
+                "cp_key": cfg["cp_key"], "serial": "SIM-" + cp_id}
         OcppClient(self.station, opts, connect)
-
-    async def install(self, path):
-        # The hand-over point for firmware images (UpdateFirmware). Until
-        # signed bundles and A/B slots exist, this board only checks that the
-        # file is a firmware bundle at all. Returns None when taken, else why not.
-        try:
-            with open(path, "rb") as f:
-                head = f.read(len(BUNDLE_MAGIC))
-        except OSError as e:
-            return "cannot read the image: %r" % e
-        if head != BUNDLE_MAGIC:
-            return "not a firmware bundle (bad header)"
-        self.log.warn("board", "firmware image accepted; rebooting into it")
-        return None
 
     def status(self):
         s = self.station.status()

@@ -6,7 +6,7 @@
 # Tasks sleep through a Sleeper so a simulated plant can wake the control
 # task early when an input changes (tickless idle, simulation only).
 #
-# Wall time (epoch seconds, for logs and later OCPP) is kept apart from the
+# Wall time (epoch seconds, for logs and OCPP timestamps) is kept apart from the
 # monotonic ticks and can be set from outside (CSMS, command line).
 #
 # Ticks wrap. ESP32 and RP2040 ms ticks run modulo 2^30 (12.4 days), so a

@@ -2,7 +2,7 @@
 # trail), GetLog / LogStatusNotification and ExtendedTriggerMessage.
 #
 #   cl.security.event(kind, tech_info=None, who="charger")
-#       a SecurityEventNotification of `kind` (REFERENCE.md's list), always
+#       a SecurityEventNotification of `kind` (docs/reference.md lists them), always
 #       written to the security log first.
 #   cl.security.audit(who, what)
 #       a security-log line only (who: "CSMS", "bench", "usb", "charger").

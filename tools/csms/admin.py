@@ -84,9 +84,31 @@ def apply_config(csms, cfg):
     return done
 
 
+INDEX_EXAMPLES = """Examples (charge point {cp}):
+  curl {base}/api/chargepoints
+  curl "{base}/api/messages?cp={cp}&limit=20"
+  curl {base}/api/transactions
+  curl -X POST -d '{{"type":"Soft"}}' {base}/api/call/{cp}/Reset
+  curl -X POST -d '{{"idTag":"CARD2","connectorId":1}}' {base}/api/call/{cp}/RemoteStartTransaction
+  curl -X POST -d '{{"key":"MeterValueSampleInterval","value":"10"}}' {base}/api/call/{cp}/ChangeConfiguration
+  curl -X POST -d '{{"requestedMessage":"StatusNotification"}}' {base}/api/call/{cp}/TriggerMessage
+  curl -X POST -d '{{"boot_status":"Rejected"}}' {base}/api/config
+  curl -O {base}/firmware/<name>          firmware files ({base}/firmware lists them)
+  curl -T diag.tar.gz {base}/upload/      uploads (a second one of the same name is kept beside it)
+"""
+
+
 class AdminApi:
     def __init__(self, csms):
         self.csms = csms
+
+    def index(self, base):
+        """The page at / : what this HTTP port serves, with examples."""
+        cps = [c["id"] for c in self.csms.chargepoints()]
+        head = "dev CSMS admin API at %s (JSON; tools/csms/README.md)\n\n" % base
+        seen = "charge points seen: %s\n\n" % (", ".join(cps) if cps else "none yet")
+        return (head + __doc__.split("\n\n", 1)[1].strip() + "\n\n" + seen
+                + INDEX_EXAMPLES.format(base=base, cp=cps[0] if cps else "SIM0001"))
 
     async def __call__(self, req):
         try:

@@ -12,6 +12,7 @@ import datetime
 import inspect
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -148,7 +149,7 @@ class ChargePointInfo:
 class BackOffice:
     def __init__(self, boot_status="Accepted", heartbeat_interval=300, boot_retry_interval=10,
                  default_id_tag_status="Accepted", id_tags=None, data_transfer_status="Accepted",
-                 sign_certificate_status="Accepted", first_transaction_id=1):
+                 sign_certificate_status="Accepted", first_transaction_id=1, counters_path=None):
         # Behaviour; plain attributes, change them any time (from any thread).
         self.boot_status = boot_status  # Accepted / Pending / Rejected
         self.heartbeat_interval = heartbeat_interval  # BootNotification interval when Accepted
@@ -164,6 +165,15 @@ class BackOffice:
             else:
                 self.set_id_tag(tag, **info)
         self._next_tx = first_transaction_id
+        # counters_path: a JSON file that keeps the next transaction id across
+        # runs, so ids in one data directory (and its csms.log) never repeat.
+        self._counters_path = counters_path
+        if counters_path:
+            try:
+                with open(counters_path) as f:
+                    self._next_tx = max(self._next_tx, int(json.load(f)["next_transaction_id"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
         self._transactions = {}  # id -> dict, in start order
         self._overrides = {}  # action -> [entry], newest first
         self._cps = {}  # id -> ChargePointInfo
@@ -284,6 +294,15 @@ class BackOffice:
         self._observe(cp_id, action, payload, result)
         return result
 
+    def _save_counters(self):
+        # Called with the lock held; write-new + rename, so a kill never leaves half a file.
+        if not self._counters_path:
+            return
+        tmp = self._counters_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"next_transaction_id": self._next_tx}, f)
+        os.replace(tmp, self._counters_path)
+
     def default_answer(self, cp_id, action, payload):
         if action == "BootNotification":
             status = self.boot_status
@@ -297,6 +316,7 @@ class BackOffice:
             with self._lock:
                 tid = self._next_tx
                 self._next_tx += 1
+                self._save_counters()
             return {"transactionId": tid, "idTagInfo": self.id_tag_info(payload.get("idTag"))}
         if action == "StopTransaction":
             if "idTag" in payload:
@@ -325,6 +345,7 @@ class BackOffice:
                 tid = result["transactionId"]
                 if tid >= self._next_tx:
                     self._next_tx = tid + 1
+                    self._save_counters()
                 self._transactions[tid] = {
                     "id": tid, "cp": cp_id, "connector_id": payload.get("connectorId"),
                     "id_tag": payload.get("idTag"), "meter_start": payload.get("meterStart"),

@@ -8,6 +8,7 @@ HTTP port, and reads commands from stdin when it is a terminal (or --stdin).
 import argparse
 import asyncio
 import json
+import os
 import logging
 import signal
 import sys
@@ -147,9 +148,11 @@ async def run(a):
         print("  admin          %s/api   e.g. curl -X POST -d '{\"type\":\"Soft\"}' "
               "%s/api/call/CP1/Reset" % (http, http), flush=True)
     if a.ready_file:
-        with open(a.ready_file, "w") as f:
+        # Written whole then renamed: a reader polling for it never sees it half written.
+        with open(a.ready_file + ".tmp", "w") as f:
             json.dump({"port": csms.port, "http_port": csms.http_port, "url": csms.url(),
                        "tls_port": csms.tls_port}, f)
+        os.replace(a.ready_file + ".tmp", a.ready_file)
     use_stdin = a.stdin if a.stdin is not None else _isatty(sys.stdin)
     if use_stdin:
         threading.Thread(target=_stdin_reader, args=(loop, csms, stop), daemon=True,

@@ -293,7 +293,13 @@ class FileServer:
 
     async def _dispatch(self, req, reader, writer, entry):
         p = req.path
-        if p == "/api" or p.startswith("/api/"):
+        if p == "/" and self.api is not None and hasattr(self.api, "index"):
+            if req.method not in ("GET", "HEAD"):
+                raise HttpError(405)
+            page = self.api.index("%s://%s" % (self.scheme, req.headers.get("host") or
+                                               "%s:%d" % (self.host, self.port)))
+            await self._respond(writer, entry, 200, page)
+        elif p == "/api" or p.startswith("/api/"):
             if self.api is None:
                 raise HttpError(404, "no admin API here")
             status, obj = await self.api(req)
@@ -386,17 +392,30 @@ class FileServer:
         if fname is None:
             fname = "upload-%d.bin" % (len(self.uploads) + 1)
         path = self.upload_dir / fname
+        wanted = fname
+        n = 1
+        while path.exists():
+            # A second upload of the same name keeps both: diag.tar.gz -> diag-2.tar.gz.
+            n += 1
+            stem, dot, ext = wanted.partition(".")
+            fname = "%s-%d%s%s" % (stem, n, dot, ext)
+            path = self.upload_dir / fname
         tmp = path.with_name(path.name + ".part")
         tmp.write_bytes(data)
         os.replace(tmp, path)
         rec = {"time": time.time(), "name": fname, "path": str(path), "size": len(data),
                "method": req.method, "content_type": ctype, "remote": req.remote}
+        if fname != wanted:
+            rec["renamed_from"] = wanted
         with self._cond:
             self.uploads.append(rec)
             self._cond.notify_all()
         self.counters["uploads"] += 1
         self.counters["upload_bytes"] += len(data)
-        body = json.dumps({"stored": fname, "size": len(data)}).encode() + b"\n"
+        answer = {"stored": fname, "size": len(data)}
+        if fname != wanted:
+            answer["note"] = "%s already existed; kept both, this one is %s" % (wanted, fname)
+        body = json.dumps(answer).encode() + b"\n"
         await self._respond(writer, entry, 201 if req.method == "PUT" else 200, body,
                             "application/json")
 

@@ -77,6 +77,10 @@ class CsmsServer:
         self.answer_subprotocol = _AUTO
         self.strict_datetime = strict_datetime
         self.recorder = rec.Recorder(max_payload_log, keep_messages)
+        if data_dir is not None and "counters_path" not in behaviour:
+            # A data directory of the caller's outlives the run: so do the counters.
+            Path(data_dir).mkdir(parents=True, exist_ok=True)
+            behaviour["counters_path"] = str(Path(data_dir) / "counters.json")
         self.backoffice = BackOffice(**behaviour)
         self._ssl = server_context(tls_cert, tls_key, tls_client_ca) if tls_cert else None
         self.tls_port = tls_port if tls_cert else None
