@@ -42,6 +42,13 @@ CRITICAL = ("FirmwareUpdated", "StartupOfTheDevice", "ResetOrReboot", "SettingSy
 BOOT = "sec_boot.json"  # {"clean": bool, "who":, "why":} of the run that ended
 RESET = "ocpp_reset.json"  # written by the Reset handler
 QUEUE = "ocpp_secq.json"
+
+
+# The Reset marker: {"reason": "HardReset" | "SoftReset"}
+def _reset_ok(r):
+    return isinstance(r.get("reason", ""), str)
+
+
 QUEUE_MAX = 50  # critical events kept for the CSMS (a flood drops the oldest)
 RAM_MAX = 20  # non-critical events kept while offline
 ATTEMPTS = 3  # a CSMS that refuses a notification this often will not take it
@@ -66,10 +73,9 @@ class Security:
         self._task = None
         self._rebooting = False
         # Read before the client's start-up removes the Reset marker.
-        last = cl.store.read(BOOT, None)
-        self._last = last if isinstance(last, dict) else None
-        reset = cl.store.read(RESET, None)
-        self._reset = reset.get("reason") if isinstance(reset, dict) else None
+        self._last = cl.store.read(BOOT, None, check=lambda r: isinstance(r["clean"], bool))
+        reset = cl.store.read(RESET, None, check=_reset_ok)
+        self._reset = reset.get("reason") if reset else None
         cl.store.write(BOOT, {"clean": False})  # until an orderly reboot says otherwise
         st = cl.station
         orig = st.reboot
@@ -141,8 +147,8 @@ class Security:
         if self._rebooting:
             return
         self._rebooting = True
-        reset = self.cl.store.read(RESET, None)
-        if isinstance(reset, dict) and reset.get("reason"):
+        reset = self.cl.store.read(RESET, None, check=_reset_ok)
+        if reset and reset.get("reason"):
             who, why = "CSMS", "Reset (%s)" % reset["reason"]
         self.cl.store.write(BOOT, {"clean": True, "who": who, "why": why})
         self.audit(who, "reboot: %s" % why)
