@@ -117,6 +117,7 @@ class Store:
         self.on_cut = None  # what power loss means on this board (Unix: kill the process)
         self._boundary = 0
         self.aside = {}  # record name -> why it was set aside at this run's read (cleared when rewritten)
+        self._unlogged = []  # set-aside lines from before a log was attached (the boot loader's reads)
         _makedirs(root)
 
     def path(self, name):
@@ -232,7 +233,7 @@ class Store:
         try:
             obj = self._load(p, plain, check, max_bytes)
         except BadRecord as e:
-            self._set_aside(p, name or p, str(e))
+            self.set_aside(p, name or p, str(e))
             obj = None
         if obj is None:
             # A cut between write and rename (FAT: between remove and rename)
@@ -245,7 +246,8 @@ class Store:
                 return default
         return obj
 
-    def _set_aside(self, p, name, why):
+    def set_aside(self, p, name, why):
+        # Rename a bad file at path p to p.bad and log it under name.
         self.aside[name] = why
         try:
             try:
@@ -256,8 +258,19 @@ class Store:
             where = "set aside as %s.bad" % name
         except OSError as e:
             where = "could not be set aside (%s)" % e
+        line = "record %s is bad (%s); %s, defaults used" % (name, why, where)
         if self.log:
-            self.log.error("store", "record %s is bad (%s); %s, defaults used" % (name, why, where))
+            self.log.error("store", line)
+        elif len(self._unlogged) < 8:
+            self._unlogged.append(line)
+
+    def attach_log(self, log):
+        # The log starts after the boot loader has read its records: what
+        # was set aside before is logged now.
+        self.log = log
+        for line in self._unlogged:
+            log.error("store", line)
+        self._unlogged = []
 
     def remove(self, name):
         for p in (self.path(name), self.path(name) + ".tmp"):
