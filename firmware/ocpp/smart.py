@@ -37,11 +37,10 @@ def _stored_ok(i):
         return False
     if q["kind"] not in ("Absolute", "Recurring", "Relative") or q["unit"] not in ("A", "W"):
         return False
-    if q["kind"] != "Relative" and not is_num(q["start"]):
-        return False
     return (_opt_num(q["from"]) and _opt_num(q["to"]) and _opt_num(q["duration"]) and _opt_num(q["start"])
             and len(q["periods"]) > 0 and list_of(q["periods"], lambda x: len(x) == 3 and is_num(x[0])
                                                   and is_num(x[1]) and is_int(x[2])))
+
 
 class Profiles:
     def __init__(self, store, log, voltage_v=230, phases=3, name="ocpp_profiles.json"):
