@@ -153,7 +153,7 @@ def nearest(key, known):
 
 
 def _unknown(where, key, known):
-    return "%s%s: unknown key, ignored; nearest known key: %s" % (where, key, nearest(key, known))
+    return "%s%s: unknown key, ignored; nearest known key: %s" % (where, str(key)[:64], nearest(key, known))
 
 
 def validate(raw):

@@ -189,10 +189,11 @@ class Plant:
         # What flash holds may be anything: bounded in size and nesting before
         # it is parsed; a bad file is a fresh plant, never a failed boot.
         try:
-            if os.stat(self.path)[6] > MAX_STATE_BYTES:
+            size = os.stat(self.path)[6]
+            if size > MAX_STATE_BYTES:
                 return False
             with open(self.path, "rb") as f:
-                raw = f.read(MAX_STATE_BYTES)
+                raw = f.read(size)
             if not depth_ok(raw):
                 return False
             self.load(json.loads(raw.decode()))
