@@ -42,13 +42,6 @@ CRITICAL = ("FirmwareUpdated", "StartupOfTheDevice", "ResetOrReboot", "SettingSy
 BOOT = "sec_boot.json"  # {"clean": bool, "who":, "why":} of the run that ended
 RESET = "ocpp_reset.json"  # written by the Reset handler
 QUEUE = "ocpp_secq.json"
-
-
-# The Reset marker: {"reason": "HardReset" | "SoftReset"}
-def _reset_ok(r):
-    return isinstance(r.get("reason", ""), str)
-
-
 QUEUE_MAX = 50  # critical events kept for the CSMS (a flood drops the oldest)
 RAM_MAX = 20  # non-critical events kept while offline
 ATTEMPTS = 3  # a CSMS that refuses a notification this often will not take it
@@ -56,6 +49,11 @@ POLL_MS = 500
 MEM_CHECK_MS = 10000
 MEM_LOW = 16384  # bytes of free heap below which the charger is short of memory
 LOG_FILE = "getlog-%d.tmp"
+
+
+# The Reset marker: {"reason": "HardReset" | "SoftReset"}
+def _reset_ok(r):
+    return isinstance(r.get("reason", ""), str)
 
 
 class Security:
