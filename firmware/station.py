@@ -8,6 +8,7 @@
 import asyncio
 import time
 from micropython import const
+from firmware.core.store import is_int
 from firmware.core.sched import Periodic, Watchdog, Slice, WORK_SLICE_MS
 from firmware.evse.connector import Connector, SLOW_MS
 from firmware.evse.derate import Derate
@@ -15,6 +16,11 @@ from firmware.version import VERSION
 
 STORE_MS = const(1000)
 STORE_SLICE_MS = const(5)  # yield to the loop after this much flash work
+
+
+def _boot_ok(r):
+    n = r.get("boots", 0)
+    return is_int(n) and n >= 0
 
 
 class Station:
@@ -60,8 +66,8 @@ class Station:
                  % (self.boots, VERSION, slot, n, cfg["id"]))
 
     def _count_boot(self):
-        rec = self.store.read("boot.json", {})
-        n = (rec.get("boots", 0) if isinstance(rec, dict) else 0) + 1
+        rec = self.store.read("boot.json", {}, check=_boot_ok)
+        n = rec.get("boots", 0) + 1
         self.store.write("boot.json", {"boots": n})
         return n
 

@@ -13,6 +13,7 @@ import subprocess
 import pytest
 
 from fwproc import ROOT, FirmwareProcess, micropython
+from mp import run_mp
 
 MAIN = os.path.join(ROOT, "boards", "unix", "main.py")
 
@@ -64,10 +65,14 @@ BAD_SETS = [
     ("close_delay_ms=-5", "close_delay_ms", "using 500"),
     ("stop_force_ms=100000", "stop_force_ms", "using 6000"),
     ("period_ms=0", "period_ms", "using 10"),
-    ("rcd_retries=2.5", "rcd_retries", "using 6"),
+    # Garbled RCD settings: the longest wait and no retry (the safe choice).
+    ("rcd_retries=2.5", "rcd_retries", "using 0"),
+    ("rcd_retry_s=soon", "rcd_retry_s", "using 3600"),
     ("log_level=5", "log_level", "using 20"),
     ("pins=3", "pins", "ignored"),
     ("foo=1", "foo", "unknown key"),
+    ("cable_a=-1", "cable_a", "using 0"),
+    ("connectors=x", "connectors", "using 1"),
     ("nokey", "nokey", "key=value"),
 ]
 
@@ -90,6 +95,93 @@ def test_bad_set_value_is_reported_by_key_and_the_default_used(tmp_path, fws, as
     st = fw.charging(32)
     want = 6000 if key == "max_current_a" else 32000
     assert st["offered_ma"] == want and st["limits"]["config"] == want, st
+
+
+# --- a bad value never fails open (issue 8, item 9) -------------------------------------
+# A CSMS that nothing listens on: the charger is configured for a back office
+# and must not give energy away while it cannot reach it.
+NO_CSMS = "csms_url=ws://127.0.0.1:9/ocpp"
+
+
+def assert_no_energy_without_authorization(fw):
+    fw.cmd("plug", amps=32)
+    fw.cmd("ev", state="C")
+    fw.advance(5000)
+    c = fw.conn()
+    assert not c["contactor"] and c["offered_ma"] == 0, c
+
+
+@pytest.mark.parametrize("value", ["yes", "1", "on", "[true]"])
+def test_bad_free_vend_with_a_csms_is_off(tmp_path, fws, value):
+    fw = start(tmp_path, [NO_CSMS, "free_vend=" + value])
+    fws.append(fw)
+    named = [x for x in fw.console().splitlines() if " E config: " in x and "free_vend" in x]
+    assert named and all("using False" in x for x in named), named
+    assert_no_energy_without_authorization(fw)
+
+
+def test_garbled_csms_url_still_means_no_free_vend(tmp_path, fws):
+    # The URL is unusable, but an installer meant a back office: free vend
+    # stays off rather than falling back to "no CSMS, so free".
+    # (In config.json: the Unix port's micropython dies on some command-line
+    # arguments over about 250 bytes, before any firmware code runs.)
+    flash = tmp_path / "fw" / "flash"
+    flash.mkdir(parents=True)
+    (flash / "config.json").write_text(json.dumps({"csms_url": "ws://" + "x" * 600}))
+    fw = start(tmp_path)
+    fws.append(fw)
+    assert any("csms_url" in m for m in config_errors(fw))
+    assert_no_energy_without_authorization(fw)
+
+
+def test_explicit_free_vend_with_a_csms_is_honoured(tmp_path, fws):
+    fw = start(tmp_path, [NO_CSMS, "free_vend=true"])
+    fws.append(fw)
+    assert not config_errors(fw), config_errors(fw)
+    assert fw.charging(32)["offered_ma"] == 32000
+
+
+UNKNOWN = [
+    ("--set", "max_curent_a=16", "max_curent_a", "max_current_a"),
+    ("--set", "ventilaton=true", "ventilaton", "ventilation"),
+    ("--set", "freevend=false", "freevend", "free_vend"),
+    ("--set", "derate.shutdown=60", "shutdown", "shutdown_c"),
+    ("file", {"max_current": 16}, "max_current", "max_current_a"),
+    ("file", {"csms-url": "ws://x"}, "csms-url", "csms_url"),
+    ("file", {"derate": {"hysteresis": 2}}, "hysteresis", "hysteresis_c"),
+]
+
+
+@pytest.mark.parametrize("where,what,key,near", UNKNOWN, ids=[u[2] for u in UNKNOWN])
+def test_unknown_key_names_the_nearest_known_key(tmp_path, fws, where, what, key, near):
+    if where == "file":
+        flash = tmp_path / "fw" / "flash"
+        flash.mkdir(parents=True)
+        (flash / "config.json").write_text(json.dumps(what))
+        fw = start(tmp_path)
+    else:
+        fw = start(tmp_path, [what])
+    fws.append(fw)
+    lines = [x for x in fw.console().splitlines() if " E config: " in x and key in x]
+    assert lines, fw.console()
+    assert any(re.search(r"\b%s\b" % re.escape(near), x) for x in lines), lines
+    assert "Traceback" not in fw.console()
+
+
+def test_every_key_is_in_the_readme_table_with_its_fallback():
+    # The README table says what each key falls back to on a bad value.
+    p = run_mp("from firmware.core.config import SCHEMA\nprint(' '.join(sorted(SCHEMA)))")
+    assert p.returncode == 0, p.stderr
+    keys = p.stdout.split()
+    assert "free_vend" in keys
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    table = readme[readme.index("| key |"):]
+    table = table[:table.index("\n\n")]
+    header = table.splitlines()[0]
+    assert "bad value" in header, header
+    for key in keys:
+        assert re.search(r"`%s`" % key, table), key
 
 
 def test_bool_errors_read_as_true_or_false(tmp_path, fws):

@@ -320,6 +320,77 @@ def test_binary_garbage(charging, cli):
     assert_charging(charging)
 
 
+def _nest(depth, leaf=1, kind="list"):
+    # JSON text nested depth levels deep, without recursion in the test either.
+    if kind == "list":
+        return "[" * depth + json.dumps(leaf) + "]" * depth
+    return '{"a":' * depth + json.dumps(leaf) + "}" * depth
+
+
+DEEP = [
+    ("id-list-1500", '{"op": "status", "id": %s}' % _nest(1500)),
+    ("id-object-600", '{"op": "status", "id": %s}' % _nest(600, kind="object")),
+    ("id-first", '{"id": %s, "op": "status"}' % _nest(1500)),
+    ("arg-1500", '{"op": "plug", "amps": %s}' % _nest(1500)),
+    ("unknown-arg-deep", '{"op": "status", "x": %s}' % _nest(600, kind="object")),
+    ("top-level-list", _nest(2000)),
+    ("op-deep", '{"op": %s}' % _nest(1500)),
+    ("unclosed", "[" * 4000),
+    ("closers-only", "]" * 4000),
+    ("deep-in-string", '{"op": "status", "id": "%s"}' % ("[" * 3000)),  # a string: fine, id echoed
+]
+
+
+@pytest.mark.parametrize("name,line", DEEP, ids=[d[0] for d in DEEP])
+def test_deep_nesting_anywhere_gets_one_reply_and_the_channel_goes_on(charging, cli, name, line):
+    # A 1,500-level id used to crash the reply (RecursionError in json.dumps,
+    # outside the request handler) and drop the connection without a reply.
+    data = line.encode()
+    assert len(data) <= MAX_LINE
+    r = cli.ask(data)
+    if name == "deep-in-string":
+        assert r["ok"] and r["id"] == "[" * 3000
+    else:
+        assert r["ok"] is False and "id" not in r, {k: r[k] for k in r if k != "connectors"}
+    # Exactly one reply: the next request's reply is the next line.
+    r = cli.ask({"op": "status", "id": "after"})
+    assert r["ok"] and r["id"] == "after"
+    assert_charging(charging)
+
+
+def test_every_line_gets_exactly_one_reply(charging, cli):
+    # Pipelined: shallow and deep ids and arguments, non-objects, binary,
+    # huge lines; then a marker. The replies before the marker's are exactly
+    # one per line, in order, and the connection never drops.
+    rnd = random.Random(11)
+    lines = []
+    for i in range(300):
+        k = rnd.randrange(8)
+        if k == 0:
+            lines.append(('{"op": "status", "id": %s}' % _nest(rnd.randint(1, 2000))).encode())
+        elif k == 1:
+            lines.append(('{"op": "plug", "amps": %s, "id": %d}' % (_nest(rnd.randint(1, 2000), kind="object"), i)).encode())
+        elif k == 2:
+            lines.append(json.dumps(rnd.choice([[1, 2], "x", 3, None, True, 1.5, {}])).encode())
+        elif k == 3:
+            lines.append(b"\x00" + bytes(rnd.randrange(1, 256) for _ in range(rnd.randint(1, 200))).replace(b"\n", b"\x01"))
+        elif k == 4:
+            lines.append(b'{"op": "status", "pad": "' + b"z" * (MAX_LINE + rnd.randint(1, 5000)) + b'"}')
+        elif k == 5:
+            lines.append(json.dumps({"op": "status", "id": rnd.choice([i, "s%d" % i, [i, [i]], {"n": i}])}).encode())
+        elif k == 6:
+            lines.append(_nest(rnd.randint(1, 4000)).encode()[:MAX_LINE])
+        else:
+            lines.append(json.dumps({"op": "advance", "ms": 1, "id": i}).encode())
+    cli.send(b"\n".join(lines) + b"\n" + json.dumps({"op": "status", "id": "end"}).encode() + b"\n")
+    for n, line in enumerate(lines):
+        r = cli.reply()
+        assert r.get("id") != "end", "only %d replies for %d lines" % (n, len(lines))
+    r = cli.reply()
+    assert r["ok"] and r["id"] == "end", r.get("id")
+    assert_charging(charging)
+
+
 def test_many_requests_pipelined_in_one_write(charging, cli):
     t0 = charging.now()
     reqs = []

@@ -214,7 +214,7 @@ async def main():
     _, r = await probed(q.work, push_and_wait())
     res["write"] = r
     gc.collect()
-    res["on_flash"] = len(Store(%r).read("ocpp_queue.json")["items"])
+    res["on_flash"] = len(Store(%r).read("ocpp_queue.json", max_bytes=524288)["items"])
     # Pushed and not yet written when the next client reads the record
     # (a reboot in the same process): it is written first.
     q.push("StopTransaction", {"transactionId": 8, "meterStop": 2}, 8)

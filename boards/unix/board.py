@@ -92,7 +92,7 @@ class UnixBoard:
         from firmware.ota.update import Updater
         echo = (lambda line: self.out.write(line + "\n")) if self.opts["echo_log"] else None
         self.log = Log(self.clock, echo=echo)
-        self.store.log = self.log
+        self.store.attach_log(self.log)
         self.slots.log = self.log
         self.bench = Bench(self)
         cfg, errors = config_mod.load(self.store, self.opts["set"])

@@ -2,12 +2,17 @@
 # One request object per line, one reply per line; replies carry "ok" and,
 # when false, "error". A malformed line gets an error reply and nothing else
 # happens. Lines are read in bounded chunks so a client cannot make the
-# firmware buffer without end.
+# firmware buffer without end. Whatever a line holds (binary, deep nesting,
+# an id that cannot be echoed), it gets exactly one reply line: nesting is
+# bounded before parsing, and a reply that cannot be encoded is replaced by
+# an error reply that can.
 import asyncio
 import json
 from firmware.bench import BenchError
+from firmware.core.store import depth_ok
 
 MAX_LINE = 4096
+MAX_DEPTH = 8  # the deepest real request is 2 levels (an object holding a list)
 
 
 class _LineReader:
@@ -62,7 +67,7 @@ class ControlChannel:
                 if line is None:
                     break
                 reply = await self.handle(None if line is _LineReader.TOO_LONG else line)
-                writer.write(json.dumps(reply).encode() + b"\n")
+                writer.write(self.encode(reply))
                 await writer.drain()
         except OSError:
             pass
@@ -73,6 +78,22 @@ class ControlChannel:
             except OSError:
                 pass
 
+    def encode(self, reply):
+        # The reply line; never raises. A reply json cannot write (an echoed
+        # id or a value it cannot encode) becomes an error reply it can.
+        try:
+            return json.dumps(reply).encode() + b"\n"
+        except Exception as e:  # RecursionError, TypeError, MemoryError, ...
+            self.errors += 1
+            r = {"ok": False, "error": "reply could not be encoded: %s" % type(e).__name__}
+            rid = reply.get("id") if isinstance(reply, dict) else None
+            if rid is None or isinstance(rid, (str, int, float, bool)):
+                try:
+                    return json.dumps(dict(r, id=rid) if rid is not None else r).encode() + b"\n"
+                except Exception:
+                    pass
+            return json.dumps(r).encode() + b"\n"
+
     async def handle(self, line):
         self.requests += 1
         rid = None
@@ -82,6 +103,8 @@ class ControlChannel:
             line = line.strip()
             if not line:
                 raise BenchError("empty line")
+            if not depth_ok(line, MAX_DEPTH):
+                raise BenchError("nested deeper than %d levels" % MAX_DEPTH)
             try:
                 req = json.loads(line)
             except ValueError:

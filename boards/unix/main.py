@@ -61,34 +61,15 @@ def help_text():
     return "\n".join(lines)
 
 
-def _nearest(word, words):
-    # The closest key by edit distance, for "did you mean"; None if none is close.
-    best, dist = None, 1 + len(word) // 2
-    for w in words:
-        prev = list(range(len(w) + 1))
-        for i, a in enumerate(word, 1):
-            cur = [i]
-            for j, b in enumerate(w, 1):
-                cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a != b)))
-            prev = cur
-        if prev[-1] < dist:
-            best, dist = w, prev[-1]
-    return best
-
-
 def check(o):
     # The --set overrides against the configuration's keys; returns error lines.
-    from firmware.core.config import SCHEMA, apply_override, validate
+    from firmware.core.config import apply_override, validate
     errors = []
     raw = {}
     for a in o["set"]:
         e = apply_override(raw, a)
         if e:
-            key = a.split("=", 1)[0].split(".")[0]
-            near = _nearest(key, SCHEMA) if "=" in a else None
-            if near and near not in e:
-                e += "; did you mean %s?" % near
-            errors.append("--set " + e)
+            errors.append("--set " + e)  # an unknown key's line names the nearest one
     try:
         validate(raw)  # what would refuse the start (a bad charger id)
     except ConfigError as e:

@@ -1,9 +1,12 @@
 # Charger configuration: defaults, validation, loading from the store.
 #
 # Every key has a type and a range. A bad value is reported with its key and
-# replaced by the safe choice (the default, or ON_ERROR's value); a bad charger id
+# replaced by the safe choice (ON_ERROR's value where the default is not the
+# safe one; free vend is off whenever a CSMS is configured); a bad charger id
 # refuses start, since a charger that announces itself under the wrong name
-# is worse than one that stays off. Unknown keys are reported and ignored.
+# is worse than one that stays off. Unknown keys are reported with the nearest
+# known key (a typo must not silently leave a limit at its default) and ignored.
+# The README's configuration table lists every key's fallback; keep it in step.
 import json
 
 # key: (kind, default, lo, hi, help)
@@ -44,8 +47,11 @@ SCHEMA = {
 
 # What a present but bad value falls back to, where the default is not the
 # safe choice: a garbled current limit must not give the installation's
-# circuit more than the least a charger can offer.
-ON_ERROR = {"max_current_a": 6}
+# circuit more than the least a charger can offer; garbled RCD settings wait
+# longest and do not retry (the next trip is a hard fault, service needed).
+# free_vend is decided in validate(): off when a CSMS is configured.
+ON_ERROR = {"max_current_a": 6, "rcd_retry_s": 3600, "rcd_retries": 0}
+MAX_CONFIG_BYTES = 16384  # config.json read at most this big (a real one is under 2 kB)
 
 # Defaults after OpenEVSE's ambient-sensor policy: half current at 65 C, a
 # quarter at 68 C, shutdown at 71 C. Steps back up need the temperature
@@ -89,7 +95,7 @@ def _check_derate(v, errors):
         return d
     for k in v:
         if k not in DERATE:
-            errors.append("derate.%s: unknown key, ignored" % k)
+            errors.append(_unknown("derate.", k, DERATE))
     pts = v.get("points", d["points"])
     good = isinstance(pts, list) and len(pts) > 0
     last_t, last_p = -100, 101
@@ -123,6 +129,33 @@ def _isnum(x):
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+def distance(a, b):
+    # Edit distance (insert, delete, substitute), two rows; names are cut at
+    # 64 characters so a giant key costs little.
+    a, b = a[:64], b[:64]
+    prev = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        cur = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1]))
+        prev = cur
+    return prev[-1]
+
+
+def nearest(key, known):
+    # The known key closest to key (ties: the first in sorted order).
+    best, bd = None, 1 << 30
+    for k in sorted(known):
+        d = distance(str(key), k)
+        if d < bd:
+            best, bd = k, d
+    return best
+
+
+def _unknown(where, key, known):
+    return "%s%s: unknown key, ignored; did you mean %s?" % (where, str(key)[:64], nearest(key, known))
+
+
 def validate(raw):
     # Return (config dict, list of error lines). Raises ConfigError when the
     # charger must not start.
@@ -133,8 +166,13 @@ def validate(raw):
         raw = {}
     for k in raw:
         if k not in SCHEMA:
-            errors.append("%s: unknown key, ignored" % k)
+            errors.append(_unknown("", k, SCHEMA))
+    # Configured at all (even garbled): the back office authorizes, so free
+    # vend is off unless it is set on explicitly.
+    csms = raw.get("csms_url") not in (None, "")
     for k, (kind, default, lo, hi, _) in SCHEMA.items():
+        if k == "free_vend":
+            default = not csms
         present = k in raw
         v = raw.get(k, default)
         if kind == "derate":
@@ -165,11 +203,10 @@ def validate(raw):
             fallback = ON_ERROR.get(k, default)
             if present:
                 want = "true or false" if kind == "bool" else "%s %s..%s" % (kind, lo, hi)
-                errors.append("%s: must be %s, got %r; using %r" % (k, want, v, fallback))
+                errors.append("%s: must be %s, got %r; using %r%s" % (
+                    k, want, v, fallback, " (a CSMS is configured)" if k == "free_vend" and csms else ""))
             v = fallback
         cfg[k] = v
-    if cfg["csms_url"] and "free_vend" not in raw:
-        cfg["free_vend"] = False  # with a CSMS, the back office authorizes
     return cfg, errors
 
 
@@ -188,7 +225,9 @@ def apply_override(raw, assignment):
     key, text = assignment.split("=", 1)
     parts = key.split(".")
     if parts[0] not in SCHEMA:
-        return "override %s: unknown key" % key
+        return _unknown("override ", parts[0], SCHEMA)
+    if len(parts) > 1 and parts[0] == "derate" and parts[1] not in DERATE:
+        return _unknown("override derate.", parts[1], DERATE)
     node = raw
     for p in parts[:-1]:
         nxt = node.get(p)
@@ -203,13 +242,11 @@ def apply_override(raw, assignment):
 
 def load(store, overrides=()):
     # Read config.json from the store, apply overrides, validate.
-    raw = store.read("config.json", None, plain=True)
+    # A bad file (too big, too deep, not a JSON object, a wrong CRC) is set
+    # aside by the store, logged by name, and the defaults apply.
+    raw = store.read("config.json", {}, plain=True, check=lambda r: isinstance(r, dict),
+                     max_bytes=MAX_CONFIG_BYTES)
     errors = []
-    if raw is None:
-        raw = {}
-    elif not isinstance(raw, dict):
-        errors.append("config.json: must be a JSON object; using defaults")
-        raw = {}
     for o in overrides:
         e = apply_override(raw, o)
         if e:

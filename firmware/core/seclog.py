@@ -6,12 +6,14 @@
 # power cut can lose at most the line being written. Callers never pass
 # secrets; as a second line of defence, strings registered with hide() are
 # masked before anything reaches flash.
+import os
 from firmware.ocpp import timefmt
 
 NAME = "seclog.txt"
 MAX_BYTES = 8192  # per file; the rotated one doubles what is kept
 MAX_WHAT = 300  # an entry is one line of bounded length
 WHO = ("CSMS", "bench", "usb", "charger")
+MAX_LINE = 400  # a line as read back: time, who and MAX_WHAT, with room
 
 
 class SecLog:
@@ -51,15 +53,29 @@ class SecLog:
 
     def _each(self, since, until):
         # Lines (without the newline) whose time is inside [since, until].
+        # A file far over its rotation bound was not written by us: it is set
+        # aside (logged, renamed to .bad) rather than read into RAM; a line is
+        # read at most MAX_LINE long, and one that is not text is skipped.
+        bound = self.max_bytes + MAX_LINE
         for p in self._files():
             try:
-                f = open(p)
+                if os.stat(p)[6] > bound:
+                    self.store.set_aside(p, p[p.rfind("/") + 1:], "over the %d-byte bound" % bound)
+                    continue
+                f = open(p, "rb")
             except OSError:
                 continue
             with f:
-                for line in f:
+                while True:
+                    raw = f.readline(MAX_LINE)
+                    if not raw:
+                        break
+                    try:
+                        line = raw.decode()
+                    except ValueError:  # UnicodeError: not text
+                        continue
                     if not line.endswith("\n"):
-                        continue  # the torn last line of a power cut
+                        continue  # the torn last line of a power cut, or an overlong one
                     t = timefmt.parse(line[:20])
                     if t is None:
                         continue

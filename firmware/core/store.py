@@ -3,11 +3,22 @@
 # A record is "<json>\n<crc32 hex>\n". write() puts it in <name>.tmp, flushes,
 # fsyncs where the port has it, and renames over <name>; rename is atomic on
 # POSIX and littlefs. read() validates the CRC and falls back to a complete
-# .tmp left by a cut between write and rename, so a torn or corrupt record is
-# reported (None + log) and never crashes boot.
+# .tmp left by a cut between write and rename.
+#
+# Boot must never die on a record, whatever flash holds: read() bounds the
+# size before reading, checks the nesting depth with a flat scan before
+# json.loads (no recursion, no unbounded parser stack), then the CRC, then
+# the record's shape through the caller's check. A record that fails any of
+# these is logged by name, renamed to <name>.bad (kept for the technician,
+# never deleted; only the latest bad copy is kept) and the caller's default
+# is used.
 import json
 import os
 from binascii import crc32
+from micropython import const
+
+MAX_BYTES = const(16384)  # a record's default size bound; big records (queues, lists) pass their own
+MAX_DEPTH = const(16)  # nesting depth bound of any record; the deepest real one is about 7
 
 try:
     _fsync = os.fsync
@@ -32,6 +43,71 @@ def _makedirs(path):
             pass
 
 
+def depth_ok(buf, limit=MAX_DEPTH):
+    # True if the JSON text in buf (bytes) nests [ and { at most limit deep.
+    # A flat scan, so a 50,000-deep record costs time, not stack or heap.
+    # Strings are skipped with find(), so brackets inside them do not count.
+    if buf.count(b"[") + buf.count(b"{") <= limit:
+        return True  # cannot nest deeper than it has brackets
+    depth = 0
+    i = 0
+    n = len(buf)
+    while i < n:
+        c = buf[i]
+        if c == 34:  # '"': jump to the closing quote (one with an even run of backslashes before it)
+            j = i
+            while True:
+                j = buf.find(b'"', j + 1)
+                if j < 0:
+                    return True  # unterminated: json.loads refuses it
+                k = j - 1
+                while buf[k] == 92:
+                    k -= 1
+                if (j - 1 - k) % 2 == 0:
+                    break
+            i = j
+        elif c == 91 or c == 123:
+            depth += 1
+            if depth > limit:
+                return False
+        elif c == 93 or c == 125:
+            depth -= 1
+        i += 1
+    return True
+
+
+def is_int(x):
+    # An integer that is not a bool (JSON true is not a count).
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def is_num(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def dict_of(x, value_ok, key_ok=None):
+    # For record checks: x is a dict whose values (and keys) all pass.
+    if not isinstance(x, dict):
+        return False
+    for k, v in x.items():
+        if not value_ok(v) or (key_ok and not key_ok(k)):
+            return False
+    return True
+
+
+def list_of(x, item_ok):
+    if not isinstance(x, list):
+        return False
+    for v in x:
+        if not item_ok(v):
+            return False
+    return True
+
+
+class BadRecord(Exception):
+    pass
+
+
 class Store:
     def __init__(self, root, log=None):
         self.root = root
@@ -43,6 +119,8 @@ class Store:
         # name -> flush(): records a task is writing in slices (write_work);
         # reading one, or flush_pending() at an orderly stop, writes it now.
         self.pending = {}
+        self.aside = {}  # record name -> why it was set aside at this run's read (cleared when rewritten)
+        self._unlogged = []  # set-aside lines from before a log was attached (the boot loader's reads)
         _makedirs(root)
 
     def path(self, name):
@@ -69,6 +147,8 @@ class Store:
 
     def write(self, name, obj):
         self.write_file(self.path(name), obj)
+        if self.aside:
+            self.aside.pop(name, None)
 
     def write_file(self, p, obj):
         # A record at an explicit path (outside the store's directory, e.g. a
@@ -119,53 +199,115 @@ class Store:
             os.remove(p)
             os.rename(tmp, p)
         self.writes += 1
+        if self.aside:
+            self.aside.pop(name, None)
 
     def flush_pending(self):
         for name in list(self.pending):
             self.pending.pop(name)()
 
-    def _load(self, p, plain=False):
+    def _load(self, p, plain, check, max_bytes):
+        # -> the record, or None when there is no file; raises BadRecord(why).
         try:
-            with open(p) as f:
-                text = f.read()
+            size = os.stat(p)[6]
         except OSError:
-            return None, False
-        except (UnicodeError, ValueError):
-            return None, True  # not even text: corrupt
+            return None
+        if size > max_bytes:
+            raise BadRecord("%d bytes, over the %d-byte bound" % (size, max_bytes))
         try:
-            data, crc = text.rstrip("\n").rsplit("\n", 1)
-            if len(crc) != 8:
-                raise ValueError("no crc")
-            if int(crc, 16) != crc32(data.encode()) & 0xFFFFFFFF:
-                return None, True
-            return json.loads(data), True
-        except (ValueError, TypeError):
-            pass
-        if plain:
-            # Hand-written JSON (a technician's config.json) has no CRC line.
+            with open(p, "rb") as f:
+                raw = f.read(size)  # read(n) allocates n at once: the file's size, not the bound
+        except OSError:
+            return None
+        if not raw.strip():
+            raise BadRecord("empty")
+        if not depth_ok(raw):
+            raise BadRecord("nested deeper than %d levels" % MAX_DEPTH)
+        data = None
+        body = raw.rstrip(b"\n")
+        nl = body.rfind(b"\n")
+        crc = body[nl + 1:] if nl >= 0 else b""
+        if len(crc) == 8:
             try:
-                return json.loads(text), True
+                want = int(crc, 16)
             except ValueError:
-                pass
-        return None, True
+                want = None
+            if want is not None:
+                if want != crc32(body[:nl]) & 0xFFFFFFFF:
+                    raise BadRecord("CRC mismatch")
+                data = body[:nl]
+        if data is None:
+            if not plain:
+                raise BadRecord("no CRC line (truncated or not a record)")
+            data = raw  # hand-written JSON (a technician's config.json) has no CRC line
+        try:
+            obj = json.loads(data.decode())
+        except (ValueError, MemoryError):  # UnicodeError is a ValueError
+            raise BadRecord("not JSON")
+        try:
+            ok = check(obj)
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError):
+            ok = False
+        if not ok:
+            raise BadRecord("wrong type or shape")
+        return obj
 
-    def read(self, name, default=None, plain=False):
+    def read(self, name, default=None, plain=False, check=None, max_bytes=MAX_BYTES):
+        """The record `name`, or `default` when it is missing or bad.
+
+        check(obj) -> bool says whether the decoded record has the shape its
+        owner can use (it may also raise TypeError/KeyError/...); without
+        one, the record must have the default's type. Never raises on what
+        the file holds."""
         f = self.pending.pop(name, None)
         if f is not None:
             f()  # a record still being written in slices: its latest state first
-        return self.read_file(self.path(name), default, plain)
+        return self.read_file(self.path(name), default, plain, check, max_bytes, name)
 
-    def read_file(self, p, default=None, plain=False):
-        name = p
-        obj, seen = self._load(p, plain)
+    def read_file(self, p, default=None, plain=False, check=None, max_bytes=MAX_BYTES, name=None):
+        if check is None:
+            check = (lambda o: True) if default is None else (lambda o: isinstance(o, type(default)))
+        try:
+            obj = self._load(p, plain, check, max_bytes)
+        except BadRecord as e:
+            self.set_aside(p, name or p, str(e))
+            obj = None
         if obj is None:
-            tmp, tseen = self._load(p + ".tmp")
-            if tmp is not None:
-                return tmp
-            if seen and self.log:
-                self.log.error("store", "record %s is corrupt; using default" % name)
-            return default
+            # A cut between write and rename (FAT: between remove and rename)
+            # leaves a complete .tmp; a torn one is left for the next write.
+            try:
+                obj = self._load(p + ".tmp", False, check, max_bytes)
+            except BadRecord:
+                obj = None
+            if obj is None:
+                return default
         return obj
+
+    def set_aside(self, p, name, why):
+        # Rename a bad file at path p to p.bad and log it under name.
+        self.aside[name] = why
+        try:
+            try:
+                os.remove(p + ".bad")  # FAT will not rename over a file; keep the latest bad copy
+            except OSError:
+                pass
+            os.rename(p, p + ".bad")
+            where = "set aside as %s.bad" % name
+        except OSError as e:
+            where = "could not be set aside (%s)" % e
+        line = "record %s is bad (%s); %s, defaults used" % (name, why, where)
+        if self.log:
+            self.log.error("store", line)
+        elif len(self._unlogged) < 8:
+            self._unlogged.append(line)
+
+    def attach_log(self, log):
+        # The log starts after the boot loader has read its records: what
+        # was set aside before is logged now.
+        self.log = log
+        for line in self._unlogged:
+            log.error("store", line)
+        self._unlogged = []
 
     def remove(self, name):
         for p in (self.path(name), self.path(name) + ".tmp"):

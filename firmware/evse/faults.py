@@ -11,6 +11,7 @@
 # HOLD_F_MS, then returns to B1/C1 (+12 V, no PWM).
 from firmware.core.clock import ticks_add, ticks_diff  # ticks wrap at 2^30 as on the boards
 from micropython import const
+from firmware.core.store import is_num, list_of
 
 DERATE = const(0)
 RECOVERABLE = const(1)
@@ -59,6 +60,12 @@ class Fault:
                 "cause": self.cause, "since": self.since, "time": self.wall, "hard": self.hard}
 
 
+def _latched_ok(rec):
+    # The latched-faults record: [{"code": str, "time": number, "cause": str}, ...]
+    return list_of(rec, lambda r: isinstance(r["code"], str) and (r.get("time") is None or is_num(r["time"]))
+                   and isinstance(r.get("cause", ""), str))
+
+
 class Faults:
     def __init__(self, clock, log, name, store=None):
         self.clock = clock
@@ -94,7 +101,7 @@ class Faults:
     def _load(self):
         if not self.store:
             return
-        rec = self.store.read(self._key(), [])
+        rec = self.store.read(self._key(), [], check=_latched_ok)
         if not isinstance(rec, list):
             return
         now = self.clock.ticks_ms()

@@ -5,11 +5,19 @@
 # so a meter that is replaced or restarts from zero never makes the charger's
 # register go back. The register is saved by the station's store task, never
 # from the control loop.
+from firmware.core.store import is_int
+
+
+def _register_ok(r):
+    wh, last = r.get("wh", 0), r.get("meter")
+    return is_int(wh) and wh >= 0 and (last is None or is_int(last))
+
+
 class EnergyRegister:
     def __init__(self, store, name):
         self.store = store
         self.key = "energy%s.json" % name
-        rec = store.read(self.key, None) if store else None
+        rec = store.read(self.key, None, check=_register_ok) if store else None
         self.wh = 0
         self.last_meter = None  # last meter register seen, Wh
         if isinstance(rec, dict):

@@ -4,8 +4,31 @@
 # (LocalAuthorizeOffline) and match a parentIdTag when a card stops a session
 # it did not start.
 from firmware.ocpp import timefmt
+from firmware.core.store import dict_of, is_int
 
 MAX_TAGS = 200
+
+
+def _is_str(x):
+    return isinstance(x, str)
+
+
+def _opt_str(d, k):
+    return d.get(k) is None or isinstance(d[k], str)
+
+
+def _cached_ok(e):
+    # A cache entry: {"status":, "parent"?:, "expiry"?:}, all text.
+    return isinstance(e["status"], str) and _opt_str(e, "parent") and _opt_str(e, "expiry")
+
+
+def _info_ok(i):
+    # An idTagInfo as SendLocalList gave it.
+    return isinstance(i, dict) and _opt_str(i, "status") and _opt_str(i, "parentIdTag") and _opt_str(i, "expiryDate")
+
+
+def _list_ok(r):
+    return is_int(r.get("version", 0)) and dict_of(r.get("tags", {}), _info_ok, _is_str)
 
 
 def _expired(stamp, now):
@@ -22,8 +45,7 @@ class AuthCache:
         self.log = log
         self.name = name
         self.enabled = True
-        rec = store.read(name, {})
-        self.tags = rec if isinstance(rec, dict) else {}
+        self.tags = store.read(name, {}, check=lambda r: dict_of(r, _cached_ok, _is_str), max_bytes=32768)
 
     def remember(self, tag, info):
         if not self.enabled or not isinstance(info, dict):
@@ -63,10 +85,9 @@ class LocalList:
         self.log = log
         self.name = name
         self.max_len = max_len
-        rec = store.read(name, {})
-        self.version = rec.get("version", 0) if isinstance(rec, dict) else 0
-        tags = rec.get("tags") if isinstance(rec, dict) else None
-        self.tags = tags if isinstance(tags, dict) else {}
+        rec = store.read(name, {}, check=_list_ok, max_bytes=131072)  # up to 500 tags
+        self.version = rec.get("version", 0)
+        self.tags = rec.get("tags", {})
 
     def update(self, version, entries, full):
         # -> "Accepted" | "Failed" | "VersionMismatch"

@@ -44,12 +44,20 @@ from firmware.core.work import run_sync
 from firmware.ota import VerifyError
 from firmware.ota import der, verify
 from firmware.ocpp import profile
+from firmware.core.store import list_of
 
 CS_ROOT = "CentralSystemRootCertificate"
 MF_ROOT = "ManufacturerRootCertificate"
 RECORD = "ocpp_certs.json"
 CP_RECORD = "ocpp_cp_cert.json"
 PENDING_RECORD = "ocpp_cp_csr_key.json"  # the key of a CSR awaiting its certificate
+MAX_RECORD = 65536  # the installed certificates' record, read back at most this big
+
+
+def _certs_ok(r):
+    # {"certs": [[kind, base64 DER], ...], "seeded": [...]}
+    return (list_of(r["certs"], lambda it: len(it) == 2 and isinstance(it[0], str) and isinstance(it[1], str))
+            and isinstance(r.get("seeded", []), list))
 
 
 def _hex(b):
@@ -280,10 +288,10 @@ async def make_csr(cn, org):
 def stored_roots(store, kind):
     """Installed certificates of `kind` (DER list) straight from the store,
     for code that runs without the OCPP client (the USB update)."""
-    rec = store.read(RECORD, {})
+    rec = store.read(RECORD, {}, check=_certs_ok, max_bytes=MAX_RECORD)
     out = []
-    if isinstance(rec, dict):
-        for it in rec.get("certs", ()):
+    if rec:
+        for it in rec["certs"]:
             try:
                 if it[0] == kind:
                     out.append(binascii.a2b_base64(it[1]))
@@ -302,19 +310,20 @@ class Certificates:
         self.old_profile = None
         self.pending_key = None  # private key of a CSR awaiting CertificateSigned
         self._signing = None
-        pk = cl.store.read(PENDING_RECORD, None)
-        if isinstance(pk, dict) and pk.get("key"):
+        pk = cl.store.read(PENDING_RECORD, None, check=lambda r: isinstance(r["key"], str))
+        if pk and pk["key"]:
             self.pending_key = pk["key"]
-        rec = cl.store.read(RECORD, {})
-        if isinstance(rec, dict):
-            for it in rec.get("certs", ()):
+        rec = cl.store.read(RECORD, {}, check=_certs_ok, max_bytes=MAX_RECORD)
+        if rec:
+            for it in rec["certs"]:
                 try:
                     self.items.append([it[0], binascii.a2b_base64(it[1])])
                 except Exception:
                     cl.log.error("ocpp", "certificate store: an unreadable entry skipped")
             self.seeded = list(rec.get("seeded", ()))
-        cp = cl.store.read(CP_RECORD, None)
-        if isinstance(cp, dict) and cp.get("cert"):
+        cp = cl.store.read(CP_RECORD, None, check=lambda r: isinstance(r["cert"], str)
+                           and isinstance(r.get("key", ""), str))
+        if cp and cp["cert"]:
             self.cp = cp
 
     # --- what others ask -------------------------------------------------------

@@ -23,9 +23,28 @@ from firmware.ocpp import profile
 from firmware.net.backoff import Backoff
 from firmware.net.ws import WsError, keepalive
 from firmware.core.rng import Rng
+from firmware.core.store import dict_of, is_int, is_num
 
 BOOT_RETRY_S = 30  # when the CSMS gives no usable interval
 LOOP_MS = 1000  # the session loop's longest sleep
+
+
+# Shapes of the client's records (Store.read checks them; a bad one is set aside).
+def _is_bool(v):
+    return isinstance(v, bool)
+
+
+def _cid_ok(k):
+    return int(k) >= 0  # a connector id as text; int() of anything else raises
+
+
+def _tx_ok(t):
+    # {"tx": local or remote id, "tag": idTag, "start_wh": meter at start, ...}
+    return is_int(t["tx"]) and (t["tag"] is None or isinstance(t["tag"], str)) and is_num(t["start_wh"])
+
+
+def _reset_ok(r):
+    return isinstance(r.get("reason", ""), str)
 
 
 class OcppClient:
@@ -75,8 +94,8 @@ class OcppClient:
         self.stop_tags = {}  # connector id -> idTag that stopped its session
         self.scheduled_unavailable = set()
         self._restore_txs()
-        avail = self.store.read("ocpp_availability.json", {})
-        if isinstance(avail, dict):  # ChangeAvailability survives a reboot
+        avail = self.store.read("ocpp_availability.json", {}, check=lambda r: dict_of(r, _is_bool))
+        if avail:  # ChangeAvailability survives a reboot
             for c in station.connectors:
                 if avail.get(str(c.id)) is False:
                     c.set_available(False)
@@ -95,11 +114,9 @@ class OcppClient:
 
     # --- transactions ----------------------------------------------------------
     def _restore_txs(self):
-        rec = self.store.read("ocpp_txs.json", {})
-        if isinstance(rec, dict):
-            for k, v in rec.items():
-                if isinstance(v, dict):
-                    self.txs[int(k)] = v
+        rec = self.store.read("ocpp_txs.json", {}, check=lambda r: dict_of(r, _tx_ok, _cid_ok))
+        for k, v in rec.items():
+            self.txs[int(k)] = v
 
     def _save_txs(self):
         self.store.write("ocpp_txs.json", {str(k): v for k, v in self.txs.items()})
@@ -153,8 +170,8 @@ class OcppClient:
         # reset's reason) and the meter as it stands.
         if not self.txs:
             return
-        rec = self.store.read("ocpp_reset.json", {})
-        reason = rec.get("reason", "PowerLoss") if isinstance(rec, dict) else "PowerLoss"
+        rec = self.store.read("ocpp_reset.json", {}, check=_reset_ok)
+        reason = rec.get("reason", "PowerLoss")
         self.store.remove("ocpp_reset.json")
         for cid in list(self.txs):
             c = self.station.connectors[cid - 1] if 0 < cid <= len(self.station.connectors) else None

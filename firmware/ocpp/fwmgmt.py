@@ -33,6 +33,7 @@
 import asyncio
 import json
 from firmware.ocpp import timefmt
+from firmware.core.store import is_int, is_num
 from firmware.ocpp.tar import TarWriter
 from firmware.net.http import download, upload, HttpError
 from firmware.ota import VerifyError
@@ -41,6 +42,16 @@ from firmware.ota import update as ota_update
 FW_FILE = "fw_download.bin"
 DIAG_FILE = "diagnostics.tar"
 STATE = "ocpp_fwupdate.json"
+
+
+def _job_ok(j):
+    # The update job record as _start() writes it; every field _run() reads.
+    return (j["stage"] in ("download", "verify", "install", "reboot") and (j["id"] is None or is_int(j["id"]))
+            and isinstance(j["location"], str) and is_num(j["retrieve"]) and is_num(j["install"])
+            and is_int(j["retries"]) and is_int(j["interval"])
+            and (j["sig"] is None or isinstance(j["sig"], str)) and (j["cert"] is None or isinstance(j["cert"], str))
+            and (j.get("slot") is None or isinstance(j["slot"], str))
+            and (j.get("version") is None or isinstance(j["version"], str)))
 MANUFACTURER_ROOT = "ManufacturerRootCertificate"
 
 # Signed statuses a legacy FirmwareStatusNotification can say (None: silent).
@@ -156,7 +167,7 @@ class FirmwareManagement:
     # --- after a reboot -----------------------------------------------------------
     def after_boot(self):
         cl = self.cl
-        job = cl.store.read(STATE, None)
+        job = cl.store.read(STATE, None, check=_job_ok)
         bi = cl.station.boot_info
         rb = bi.get("rolled_back")
         if not isinstance(job, dict) or job.get("stage") not in ("download", "verify", "install", "reboot"):

@@ -79,6 +79,18 @@ def _text(kind, v):
     return str(v)
 
 
+def _saved_ok(r):
+    # ocpp_keys.json: every known key holds a value of its type (unknown ones are left alone;
+    # no range check: the CSMS's BootNotification interval is stored as it came).
+    for k, v in r.items():
+        t = TABLE.get(k)
+        if t is None or t[2] == R:
+            continue
+        if type(v) is not type(t[1]):  # what _save writes always has the table's type
+            return False
+    return True
+
+
 class Keys:
     def __init__(self, store, connectors=1, log=None):
         self.store = store
@@ -86,13 +98,12 @@ class Keys:
         self.values = {k: t[1] for k, t in TABLE.items()}
         self.values["NumberOfConnectors"] = connectors
         self.saved = set()  # names set from the store or by ChangeConfiguration
-        saved = store.read("ocpp_keys.json", {}) if store else {}
-        if isinstance(saved, dict):
-            for k, v in saved.items():
-                t = TABLE.get(k)
-                if t is not None and t[2] != R and type(v) is type(t[1]):
-                    self.values[k] = v
-                    self.saved.add(k)
+        saved = store.read("ocpp_keys.json", {}, check=_saved_ok) if store else {}
+        for k, v in saved.items():
+            t = TABLE.get(k)
+            if t is not None and t[2] != R:
+                self.values[k] = v
+                self.saved.add(k)
         self.pending_reboot = False
         # Set by the security work (profile.install): guard(name, value) ->
         # a status that refuses the change, or None; changed(name, value)

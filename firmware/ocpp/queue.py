@@ -23,10 +23,23 @@ import asyncio
 import json
 from firmware.core.sched import Slice, WORK_SLICE_MS
 from firmware.core.work import run_sync
+from firmware.core.store import is_int, list_of
 
 MAX_ITEMS = 500
 SYNC_ITEMS = 32  # up to this many items the record is written at once
 KEEP = ("StartTransaction", "StopTransaction")  # never dropped to make room
+MAX_RECORD = 524288  # the record's size bound when read back (500 items of about 1 kB)
+
+
+def _item_ok(i):
+    # [seq, action, payload, local_tx or None, attempts]
+    return (len(i) == 5 and is_int(i[0]) and isinstance(i[1], str) and isinstance(i[2], dict)
+            and (i[3] is None or is_int(i[3])) and is_int(i[4]))
+
+
+def _queue_ok(r):
+    return (list_of(r["items"], _item_ok) and is_int(r["seq"]) and is_int(r["local_tx"])
+            and isinstance(r.get("txmap", {}), dict))
 
 
 class TxQueue:
@@ -43,15 +56,12 @@ class TxQueue:
         self._dirty = False
         self._writer = None
         self._flush = self.flush  # one bound method: Store.pending is checked by identity
-        rec = store.read(name, None)
-        if isinstance(rec, dict):
-            items = rec.get("items")
-            if isinstance(items, list):
-                self.items = [i for i in items if isinstance(i, list) and len(i) == 5]
-            self.seq = rec.get("seq", 0) if isinstance(rec.get("seq"), int) else 0
-            self.local_tx = rec.get("local_tx", 0) if isinstance(rec.get("local_tx"), int) else 0
-            if isinstance(rec.get("txmap"), dict):
-                self.txmap = rec["txmap"]
+        rec = store.read(name, None, check=_queue_ok, max_bytes=MAX_RECORD)
+        if rec is not None:
+            self.items = rec["items"]
+            self.seq = rec["seq"]
+            self.local_tx = rec["local_tx"]
+            self.txmap = rec.get("txmap", {})
 
     def _save(self):
         if len(self.items) <= SYNC_ITEMS and self._writer is None:

@@ -2,6 +2,12 @@
 # connector (connectorId 0), is held for an idTag (or its parentIdTag) until
 # the expiry date; kept across reboots. The holder's transaction carries the
 # reservationId and ends the reservation.
+from firmware.core.store import dict_of, is_int, is_num
+
+
+def _held_ok(r):
+    return (is_int(r["connector"]) and isinstance(r["tag"], str) and is_num(r["expiry"])
+            and (r.get("parent") is None or isinstance(r["parent"], str)))
 
 
 class Reservations:
@@ -9,8 +15,8 @@ class Reservations:
         self.store = store
         self.log = log
         self.name = name
-        rec = store.read(name, {})
-        self.by_id = rec if isinstance(rec, dict) else {}  # str(id) -> {connector, tag, parent, expiry}
+        # str(id) -> {connector, tag, parent, expiry}
+        self.by_id = store.read(name, {}, check=lambda r: dict_of(r, _held_ok, lambda k: int(k) >= 0))
 
     def _save(self):
         self.store.write(self.name, self.by_id)

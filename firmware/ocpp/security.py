@@ -51,6 +51,11 @@ MEM_LOW = 16384  # bytes of free heap below which the charger is short of memory
 LOG_FILE = "getlog-%d.tmp"
 
 
+# The Reset marker: {"reason": "HardReset" | "SoftReset"}
+def _reset_ok(r):
+    return isinstance(r.get("reason", ""), str)
+
+
 class Security:
     def __init__(self, cl):
         self.cl = cl
@@ -66,10 +71,9 @@ class Security:
         self._task = None
         self._rebooting = False
         # Read before the client's start-up removes the Reset marker.
-        last = cl.store.read(BOOT, None)
-        self._last = last if isinstance(last, dict) else None
-        reset = cl.store.read(RESET, None)
-        self._reset = reset.get("reason") if isinstance(reset, dict) else None
+        self._last = cl.store.read(BOOT, None, check=lambda r: isinstance(r["clean"], bool))
+        reset = cl.store.read(RESET, None, check=_reset_ok)
+        self._reset = reset.get("reason") if reset else None
         cl.store.write(BOOT, {"clean": False})  # until an orderly reboot says otherwise
         st = cl.station
         orig = st.reboot
@@ -141,8 +145,8 @@ class Security:
         if self._rebooting:
             return
         self._rebooting = True
-        reset = self.cl.store.read(RESET, None)
-        if isinstance(reset, dict) and reset.get("reason"):
+        reset = self.cl.store.read(RESET, None, check=_reset_ok)
+        if reset and reset.get("reason"):
             who, why = "CSMS", "Reset (%s)" % reset["reason"]
         self.cl.store.write(BOOT, {"clean": True, "who": who, "why": why})
         self.audit(who, "reboot: %s" % why)

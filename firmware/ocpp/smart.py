@@ -14,11 +14,32 @@
 # given, never more than are wired). Profiles persist across reboots; TxProfiles end with their
 # transaction.
 from firmware.ocpp import timefmt
+from firmware.core.store import is_int, is_num, list_of
 
 MAX_STACK = 8
 MAX_PERIODS = 24
 MAX_PROFILES = 16
 DAY = 86400
+
+
+
+def _opt_num(x):
+    return x is None or is_num(x)
+
+
+def _stored_ok(i):
+    # One stored profile, [cid, q] as add() builds it: every field the limit
+    # computation reads, with its type, so a bad record cannot stop it later.
+    cid, q = i
+    if not (is_int(cid) and isinstance(q, dict) and is_int(q["id"]) and is_int(q["stack"])):
+        return False
+    if q["purpose"] not in ("ChargePointMaxProfile", "TxDefaultProfile", "TxProfile"):
+        return False
+    if q["kind"] not in ("Absolute", "Recurring", "Relative") or q["unit"] not in ("A", "W"):
+        return False
+    return (_opt_num(q["from"]) and _opt_num(q["to"]) and _opt_num(q["duration"]) and _opt_num(q["start"])
+            and len(q["periods"]) > 0 and list_of(q["periods"], lambda x: len(x) == 3 and is_num(x[0])
+                                                  and is_num(x[1]) and is_int(x[2])))
 
 
 class Profiles:
@@ -28,9 +49,8 @@ class Profiles:
         self.voltage = voltage_v
         self.phases = phases  # wired phases: what a W limit is spread over unless numberPhases says
         self.name = name
-        rec = store.read(name, [])
         # [connectorId, profile dict] with startSchedule/validFrom/validTo parsed to epoch
-        self.items = [i for i in rec if isinstance(i, list) and len(i) == 2] if isinstance(rec, list) else []
+        self.items = store.read(name, [], check=lambda r: list_of(r, _stored_ok))
 
     def _save(self):
         self.store.write(self.name, self.items)

@@ -38,6 +38,7 @@ from firmware.ota import bundle as _bundle
 
 RECORD = "boot_slots.json"
 MARKER = "slot.json"
+MARKER_MAX = 65536  # a slot marker lists every file of an image; read back at most this big
 NAMES = ("A", "B")
 FACTORY = "F"
 MAX_TRIAL_BOOTS = 3
@@ -143,6 +144,11 @@ def _safe_rel(p):
     return True
 
 
+def _marker_ok(m):
+    # A slot marker: {"version":, "min_version":, "files": [{"path":, "size":, "sha256":}, ...]}
+    return isinstance(m["files"], list) and _ver(m.get("version")) is not None
+
+
 class Slots:
     def __init__(self, store, root, max_trial_boots=MAX_TRIAL_BOOTS, log=None, factory_version=None):
         self.store = store
@@ -170,12 +176,7 @@ class Slots:
 
     def marker(self, slot):
         """The slot's marker dict, or None if missing/corrupt."""
-        m = self.store.read_file(self._marker_path(slot))
-        if not isinstance(m, dict) or not isinstance(m.get("files"), list):
-            return None
-        if _ver(m.get("version")) is None:
-            return None
-        return m
+        return self.store.read_file(self._marker_path(slot), None, check=_marker_ok, max_bytes=MARKER_MAX)
 
     def check_slot(self, slot):
         return run_sync(self.check_slot_work(slot))
@@ -257,18 +258,20 @@ class Slots:
     def record(self):
         """(record, None) or (safe default, why) when missing/corrupt; never raises."""
         try:
-            r = self.store.read(RECORD)
+            r = self.store.read(RECORD, None, check=self._valid)
         except Exception:
             r = None
         if r is None:
+            # The store set a bad record aside (and logged why) until the next write.
+            bad = self.store.aside.get(RECORD)
             try:
                 os.stat(self.store.path(RECORD))
                 why = "boot record corrupt"
             except OSError:
                 why = "no boot record yet (first boot)"
+            if bad:
+                why = "boot record invalid" if bad.startswith("wrong type") else "boot record corrupt"
             return self._default(), why
-        if not self._valid(r):
-            return self._default(), "boot record invalid"
         return r, None
 
     def _write(self, r):

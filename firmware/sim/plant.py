@@ -10,10 +10,12 @@ from firmware.sim.contactor import SimContactor
 from firmware.sim.meter import SimMeter
 from firmware.sim.thermal import Thermal
 from firmware.core.rng import Rng
+from firmware.core.store import depth_ok
 
 # Cable rating (A) -> PP resistor (ohm), IEC 62196.
 PP_OHM = {13: 1500, 20: 680, 32: 220, 63: 100, 70: 100}
 RCD_AC_MA = 30
+MAX_STATE_BYTES = 16384  # plant.json read back at most this big (a 4-outlet one is under 2 kB)
 LOCK_MS = 50  # the lock motor's travel time
 
 
@@ -187,9 +189,17 @@ class Plant:
     def restore(self):
         if not self.path:
             return False
+        # What flash holds may be anything: bounded in size and nesting before
+        # it is parsed; a bad file is a fresh plant, never a failed boot.
         try:
-            with open(self.path) as f:
-                self.load(json.loads(f.read()))
+            size = os.stat(self.path)[6]
+            if size > MAX_STATE_BYTES:
+                return False
+            with open(self.path, "rb") as f:
+                raw = f.read(size)
+            if not depth_ok(raw):
+                return False
+            self.load(json.loads(raw.decode()))
             return True
-        except (OSError, ValueError):
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, IndexError):
             return False
