@@ -172,7 +172,7 @@ def relink(cl, why):
     # reconnects with link_args as they are then.
     ws = cl.ws
     if ws is not None:
-        asyncio.create_task(_relink(cl, ws, why))
+        cl.tasks.spawn(_relink(cl, ws, why), "relink")
 
 
 async def _relink(cl, ws, why):

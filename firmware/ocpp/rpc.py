@@ -20,6 +20,7 @@ import os
 import time
 from binascii import hexlify
 from firmware.ocpp import validate
+from firmware.core.sched import Tasks
 from firmware.ocpp.schema16 import ACTIONS, REQUESTS, RESPONSES
 
 CALL = 2
@@ -74,6 +75,7 @@ class Rpc:
         self._room = asyncio.Event()
         self._worker = None
         self._seq = 0
+        self.tasks = Tasks(log)  # the client puts the station's group here
 
     # --- the connection ------------------------------------------------------
     def attach(self, ws):
@@ -113,7 +115,7 @@ class Rpc:
             self._reply_ev.clear()
             self.calls += 1
             self.clock.hold()
-            timer = asyncio.create_task(self._timeout(uid, timeout_ms or self.timeout_ms))
+            timer = self.tasks.spawn(self._timeout(uid, timeout_ms or self.timeout_ms), "rpc timer")
             try:
                 await self._send([CALL, uid, action, payload])
                 await self._reply_ev.wait()
@@ -189,7 +191,7 @@ class Rpc:
                 await self._room.wait()
             self._calls.append((uid, msg))
             if self._worker is None or self._worker.done():
-                self._worker = asyncio.create_task(self._answer_calls())
+                self._worker = self.tasks.spawn(self._answer_calls(), "rpc answers")
             return
         if uid != self._pending:
             self.log.warn("ocpp", "answer to unknown id %s ignored" % uid)
