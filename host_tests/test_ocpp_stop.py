@@ -398,3 +398,52 @@ def test_certificate_store_has_no_silent_except():
     with open(os.path.join(ROOT, "firmware", "ocpp", "certs.py")) as f:
         text = f.read()
     assert not re.search(r"except Exception:\s*\n\s*(pass|continue)\b", text)
+
+
+CONNECT_BUG = r"""
+import asyncio, json
+from firmware.core.clock import SimClock
+from firmware.core.log import Log
+from firmware.core.store import Store
+from firmware.core import config
+from firmware.sim.plant import Plant
+from firmware.sim.hw import SimHardware
+from firmware.station import Station
+from firmware.ocpp.client import OcppClient
+
+clock = SimClock("step")
+store = Store(TMP)
+cfg, errors = config.load(store, ["id=CP1", "csms_url=ws://127.0.0.1:9/"])
+st = Station(SimHardware(Plant(1)), clock, store, cfg, Log(clock))
+tries = []
+
+async def connect(url, **kw):
+    # the first attempt meets a bug (not the network), the others a refused port
+    tries.append(url)
+    if len(tries) == 1:
+        raise TypeError("a bug in the link set-up")
+    raise OSError(111)
+
+OcppClient(st, {"url": "ws://127.0.0.1:9/CP1", "id": "CP1"}, connect)
+st.start()
+
+async def main():
+    await clock.advance(10000)
+    e = st.status()["errors"]
+    msgs = [x[5] for x in st.log.entries()]
+    print(json.dumps({"tries": len(tries), "errors": e,
+                      "internal": [m for m in msgs if "internal error" in m],
+                      "retries": [m for m in msgs if "connect failed" in m]}))
+
+asyncio.run(main())
+"""
+
+
+def test_a_bug_in_connecting_is_an_internal_error_not_a_network_retry(tmp_path):
+    p = run_mp("TMP = %r\n" % str(tmp_path) + CONNECT_BUG)
+    assert p.returncode == 0, p.stdout + p.stderr
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert out["tries"] >= 3, out  # still retried
+    assert out["errors"]["internal"] == 1, out
+    assert len(out["internal"]) == 1 and "TypeError" in out["internal"][0], out
+    assert out["retries"] and not any("TypeError" in m for m in out["retries"]), out

@@ -222,13 +222,14 @@ class DevBoard:
                 await asyncio.sleep(3600)
         self.maintenance()  # Ctrl-D at the bench prompt
 
-    def stopped(self, why):
+    def stopped(self, why, reason="Other"):
         # The charger is not (or no longer) running: outputs safe, say so.
+        # reason: the OCPP stop reason for open transactions (Ctrl-C: Local).
         if self.hw is not None:
             self.hw.safe()
         if self.station is not None:
             try:  # an orderly stop: transactions end (Local), the link closes, the store says so
-                self.station.stop("Local", "bench", why)
+                self.station.stop(reason, "bench" if reason == "Local" else "charger", why)
             except Exception as e:  # outputs are safe already
                 self.log.error("board", "stop: %r" % e)
         msg = "charger stopped: %s" % why
@@ -325,7 +326,7 @@ def main(port):
     try:
         asyncio.run(board.run())
     except KeyboardInterrupt:
-        board.stopped("Ctrl-C")
+        board.stopped("Ctrl-C", "Local")
     except ConfigError as e:
         board.stopped("config: %s" % e)
     except PinError:
