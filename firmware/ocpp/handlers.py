@@ -1,7 +1,6 @@
 # Core profile: what the CSMS may ask of the charger, translated into the
 # station's commands. Payloads arrive validated against the 1.6 schemas;
 # each handler answers with the 1.6 result payload.
-import asyncio
 from firmware.ocpp import timefmt
 
 

@@ -25,7 +25,6 @@
 # CentralSystemRootCertificate; 3: also a charge point certificate and key;
 # 1-2: a password). An accepted change (or a new AuthorizationKey) closes the
 # connection; the next one uses the new setting.
-import asyncio
 from firmware.net.ws import WsHandshakeError, WsTlsError
 
 KEY = "SecurityProfile"

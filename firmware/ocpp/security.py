@@ -26,7 +26,6 @@
 # through station.reboot, which we wrap to set it, and the bench's reboot()
 # sets it itself. Without it the last run ended by a power cut (or a crash):
 # StartupOfTheDevice.
-import asyncio
 import gc
 import time
 from firmware.ocpp import timefmt
