@@ -59,6 +59,7 @@ class OcppClient:
         self.rpc.tasks = self.tasks
         self.rpc.on_invalid = self._invalid
         self.rpc.on_detach = self._link_lost
+        self.rpc.on_bug = self._internal_error
         self.queue = TxQueue(self.store, self.log)
         self.security = security_mod.Security(self)
         self.certs = certs_mod.Certificates(self)

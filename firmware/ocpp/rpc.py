@@ -60,6 +60,7 @@ class Rpc:
         self.on_detach = None  # fn(), when the link is gone
         self.on_replay = None  # fn(uid, action): a CALL reused an answered id
         self.on_memory = None  # fn(where): a handler ran out of memory
+        self.on_bug = None  # fn(what): a handler raised (counted as an internal error)
         self.replays = 0
         self._answered = []  # [(uid, ticks)] of CSMS CALLs answered, oldest first
         self.quiet = False  # boot Rejected: the CSMS's CALLs get no answer
@@ -264,6 +265,9 @@ class Rpc:
                 self.on_memory(action)
             return await self._error(uid, "InternalError", "%s: out of memory" % action)
         except Exception as ex:  # a handler bug answers InternalError, never a crash
-            self.log.error("ocpp", "%s handler failed: %r" % (action, ex))
+            if self.on_bug:
+                self.on_bug("%s handler raised %r" % (action, ex))
+            else:
+                self.log.error("ocpp", "%s handler failed: %r" % (action, ex))
             return await self._error(uid, "InternalError", "%s failed" % action)
         await self._send([RESULT, uid, result])

@@ -175,8 +175,8 @@ class Security:
             if self._ready():
                 try:
                     await self._send()
-                except Exception as e:  # the sender must outlive any one failure
-                    cl.log.error("security", "sending events failed: %r" % e)
+                except Exception as e:  # the sender must outlive any one failure; a bug, counted
+                    cl._internal_error("sending security events raised %r" % e)
             await cl.clock.sleep_ms(POLL_MS)
 
     async def _send(self):
