@@ -189,13 +189,15 @@ class OcppClient:
             wh = c.energy.wh if c is not None else t["start_wh"]
             at = now
             if reason == "PowerLoss":
-                # the later of: the transaction's start, the register's last save
+                # the later of: the transaction's start, the register's last
+                # save. Both were taken while powered; the clock now may not
+                # be set yet (a board without a battery-backed clock).
                 w = c.energy.saved_wall if c is not None else None
                 t0 = t.get("t0")
-                seen = [x for x in (w, t0) if isinstance(x, (int, float)) and x <= now]
+                seen = [x for x in (w, t0) if isinstance(x, (int, float))]
                 if seen:
                     at = max(seen)
-            elif last is not None and isinstance(last.get("wall"), (int, float)) and last["wall"] <= now:
+            elif last is not None and isinstance(last.get("wall"), (int, float)):
                 at = last["wall"]
             self.log.warn("ocpp", "transaction on connector %d ended by %s at %s"
                           % (cid, reason, timefmt.format(at)))
