@@ -178,7 +178,7 @@ class UnixBoard:
         self.log.warn("board", "reboot requested")
         self.station.stop("Reboot")
         if self.station.ocpp and self.station.ocpp.ws:
-            self.station.ocpp.ws.abort("reboot")  # not closed by stop(): the new firmware opens its own
+            self.station.ocpp.ws.abort("reboot")  # stop() closed it with a close frame; if that failed, drop it
         self.plant.power_lost()
         self.boot()
 
