@@ -257,8 +257,7 @@ class Bench:
         ocpp = self.board.station.ocpp
         if ocpp is not None:
             # The back office decides; the outcome shows in status() and log().
-            import asyncio
-            asyncio.create_task(ocpp.present_token(c, tag))
+            self.board.station.spawn(ocpp.present_token(c, tag), "token")
             return {"result": "presented to the CSMS"}
         if conn.session is not None and conn.session["id_tag"] == tag:
             conn.stop("Local")

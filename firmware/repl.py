@@ -44,6 +44,11 @@ def format_status(s):
                 lines.append("  fault %s (%s, %s): %s" % (f["code"], f["severity"], f["ocpp"], f["cause"]))
         else:
             lines.append("  faults: none")
+    e = s.get("errors")
+    if e:
+        lines.append("errors: %d internal, %d task death(s), %d security-log write failure(s)%s" % (
+            e["internal"], e["task_deaths"], e["seclog_write_failures"],
+            "" if not (e["internal"] or e["task_deaths"] or e["seclog_write_failures"]) else "  (see log())"))
     la = s["lateness"]
     lines.append("control loop lateness p50 %d ms  p99 %d ms  max %d ms  (%d runs)" % (
         la["p50"], la["p99"], la["max"], la["n"]))

@@ -4,23 +4,36 @@
 #
 # Tasks: control (fixed period, safety), watchdog, store (persistence and log
 # flush, bounded slices). Later layers (OCPP) attach through `listeners` and
-# the connectors' commands.
+# the connectors' commands. Every task is started with spawn() (its group is
+# cancelled by stop(); a task that dies of an exception is logged and counted).
+#
+# Stopping. stop(reason) is the orderly end of a run (reboot, Reset, Ctrl-C):
+# outputs safe, open OCPP transactions ended with that reason (queued and
+# written before it returns), the WebSocket closed with a close frame, the
+# records saved, and a small record (SHUTDOWN) written last. The next boot
+# reads it: present, the run before ended in order (last_stop); absent, it
+# ended with a power cut or a crash.
 import asyncio
 import time
 from micropython import const
 from firmware.core.store import is_int
-from firmware.core.sched import Periodic, Watchdog, Slice, WORK_SLICE_MS
+from firmware.core.sched import Periodic, Watchdog, Slice, Tasks, WORK_SLICE_MS
 from firmware.evse.connector import Connector, SLOW_MS
 from firmware.evse.derate import Derate
 from firmware.version import VERSION
 
 STORE_MS = const(1000)
 STORE_SLICE_MS = const(5)  # yield to the loop after this much flash work
+SHUTDOWN = "shutdown.json"  # {"reason":, "wall":} of an orderly stop, taken at the next boot
 
 
 def _boot_ok(r):
     n = r.get("boots", 0)
     return is_int(n) and n >= 0
+
+
+def _shutdown_ok(r):
+    return isinstance(r, dict) and isinstance(r.get("reason"), str)
 
 
 class Station:
@@ -34,6 +47,7 @@ class Station:
         self.version = VERSION
         self.booted_at = clock.ticks_ms()
         self.boots = self._count_boot()
+        self.last_stop = self._take_shutdown()
         hw.sample(self.booted_at)  # read the inputs before anything decides on them
         n = min(cfg["connectors"], hw.connectors)
         self.connectors = [Connector(i, hw, cfg, clock, log, store) for i in range(n)]
@@ -53,23 +67,49 @@ class Station:
         hw.on_change = self.control.wake
         for c in self.connectors:
             c.wake = self.control.wake
-        self._tasks = []
+        self.tasks = Tasks(log)
+        self.internal_errors = 0  # bugs caught and logged (internal_error())
         self.ocpp = None  # the OCPP client, when one is attached (firmware/ocpp/client.py)
         self.reboot = None  # the board's reboot, for OCPP Reset
         self.updater = None  # the board's firmware.ota.update.Updater, if it has slots
         self.boot_info = {}  # the boot loader's word: slot, report, trial, rolled_back
         self.on_confirmed = []  # run when a trial image is confirmed healthy
         self.running = False
+        self.stopped = False  # stop() ran
         self._saved_at = self.booted_at
         self.tick_errors = 0
         log.info("station", "boot %d: firmware %s slot %s, %d connector(s), id %s"
                  % (self.boots, VERSION, slot, n, cfg["id"]))
+        if self.boots > 1:
+            ls = self.last_stop
+            if ls is None:
+                log.warn("station", "the previous run ended without an orderly stop (power cut or crash)")
+            else:
+                log.info("station", "the previous run ended in order: %s" % ls["reason"])
 
     def _count_boot(self):
         rec = self.store.read("boot.json", {}, check=_boot_ok)
         n = rec.get("boots", 0) + 1
         self.store.write("boot.json", {"boots": n})
         return n
+
+    def _take_shutdown(self):
+        rec = self.store.read(SHUTDOWN, None, check=_shutdown_ok)
+        if rec is not None:
+            self.store.remove(SHUTDOWN)  # a later power cut must not look orderly
+        if isinstance(rec, dict) and isinstance(rec.get("reason"), str):
+            return rec
+        return None
+
+    # --- tasks and errors -------------------------------------------------------
+    def spawn(self, coro, name="task"):
+        # The one way to start a task (firmware/core/sched.py Tasks).
+        return self.tasks.spawn(coro, name)
+
+    def internal_error(self, src, what):
+        # A bug caught where it happened: logged, counted, shown by status().
+        self.internal_errors += 1
+        self.log.error(src, "internal error: %s" % what)
 
     # --- control loop --------------------------------------------------------
     def tick(self, now):
@@ -145,8 +185,12 @@ class Station:
     # --- persistence (never from the control loop) --------------------------
     def _persist(self, c, due):
         e = c.energy
-        if (e.dirty() and (due or c.session is None or e.lost)) or e.baseline_unsaved():
-            e.save()
+        # While a session runs the register is saved every meter_save_s even
+        # without new energy: its time stamp is when the charger last knew it
+        # had power, which a StopTransaction after a power cut reports.
+        if (e.dirty() and (due or c.session is None or e.lost)) or e.baseline_unsaved() or (
+                due and c.session is not None):
+            e.save(self.clock.wall())
         if c.faults.changed:
             c.faults.changed = False
             rec = c.faults.latched_records()
@@ -199,29 +243,38 @@ class Station:
 
     def start(self):
         self.running = True
-        self._tasks = [asyncio.create_task(self.control.run()),
-                       asyncio.create_task(self.watchdog.run()),
-                       asyncio.create_task(self.store_task())]
+        self.spawn(self.control.run(), "control")
+        self.spawn(self.watchdog.run(), "watchdog")
+        self.spawn(self.store_task(), "store")
         if self.ocpp:
-            self._tasks.append(asyncio.create_task(self.ocpp.run()))
+            self.spawn(self.ocpp.run(), "ocpp")
 
-    def stop(self):
-        # Orderly shutdown (reboot): open, save, cancel tasks.
+    def stop(self, reason="Reboot", who="charger", why=None):
+        # Orderly stop (see the top of this file). reason: the OCPP
+        # StopTransaction reason of open transactions (Reboot, HardReset,
+        # SoftReset, Local); who/why go to the security log. Synchronous, so
+        # it also works after Ctrl-C has ended the event loop.
+        if self.stopped:
+            return  # once: Ctrl-C after a reboot() must not end anything twice
+        self.stopped = True
         self.running = False
         self.hw.safe(self.clock.ticks_ms())
         if self.ocpp:
-            self.ocpp.stopped = True  # also ends its task when it is the one rebooting us
-        for t in self._tasks:
             try:
-                t.cancel()
-            except RuntimeError:
-                pass  # the task that was running when Ctrl-C hit; the loop is gone anyway
-        self._tasks = []
+                # a pending Reset's reason wins; also ends its task when it is the one rebooting us
+                reason = self.ocpp.shutdown(reason, who, why or reason) or reason
+            except Exception as e:  # the rest of the stop must still happen
+                self.internal_error("station", "OCPP shutdown raised %r" % e)
+        self.tasks.cancel_all()
         try:
             self.persist(force=True)
             self.store.flush_pending()  # records a task was writing in slices
-        except OSError:
-            pass
+        except OSError as e:
+            self.log.error("store", "write failed at stop: %r" % e)
+        try:
+            self.store.write(SHUTDOWN, {"reason": reason, "wall": self.clock.wall()})
+        except OSError as e:
+            self.log.error("store", "shutdown record not written: %r" % e)
 
     def status(self):
         now = self.clock.ticks_ms()
@@ -233,6 +286,9 @@ class Station:
             "time": self.clock.wall(),
             "uptime_ms": self.clock.ticks_diff(now, self.booted_at),
             "boots": self.boots,
+            # how the run before this one ended: the orderly stop's reason, or
+            # None after a power cut or crash (or on the first boot)
+            "last_stop": self.last_stop["reason"] if self.last_stop else None,
             "version": self.version,
             "slot": self.slot,
             "temp_c": None if t is None else t / 10,
@@ -241,7 +297,16 @@ class Station:
             "lateness": self.control.late.summary(),
             "watchdog": self.watchdog.stalled or "ok",
             "long_work": {"units": self.work.units, "yields": self.work.yields, "longest": self.work.longest},
+            "errors": self.error_counts(),
             "ocpp": self.ocpp.status() if self.ocpp else (
                 "not configured (free vend)" if self.cfg["free_vend"] else "not configured"),
             "connectors": [c.status() for c in self.connectors],
         }
+
+    def error_counts(self):
+        # Failures that were caught rather than crashing the charger: each
+        # one is in the log; these say how many to look for.
+        sec = self.ocpp.security.seclog if self.ocpp else None
+        return {"internal": self.internal_errors + self.tick_errors,
+                "task_deaths": self.tasks.deaths,
+                "seclog_write_failures": sec.write_failures if sec else 0}

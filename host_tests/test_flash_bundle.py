@@ -436,7 +436,7 @@ from boards.common.board import DevBoard
 class P(FakePort):
     def reset(self):
         b = self.board
-        print("COIL", [o.contactor.coil for o in b.plant.outlets], "TASKS", len(b.station._tasks))
+        print("COIL", [o.contactor.coil for o in b.plant.outlets], "TASKS", len(b.station.tasks.live))
         FakePort.reset(self)
 port = P(%r)
 port.board = DevBoard(port)

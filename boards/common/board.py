@@ -19,6 +19,7 @@ import time
 from firmware.core.clock import RealClock
 from firmware.core.log import Log
 from firmware.core.store import Store
+from firmware.core.sched import Tasks
 from firmware.core import config as config_mod
 from firmware.core.config import ConfigError
 from firmware.bench import Bench
@@ -78,7 +79,7 @@ class DevBoard:
         self.slots = port.slots(self.store, self.log, factory_version=FACTORY_VERSION)
         self.loader = loader.Loader(self.slots)
         self.trial = None
-        self._tasks = []
+        self.tasks = Tasks(self.log)  # the board's own tasks (they outlive a station)
 
     def _path(self, name):
         return self.root.rstrip("/") + "/" + name
@@ -202,11 +203,11 @@ class DevBoard:
             return
         self.boot()
         if self.plant is None:
-            self._tasks.append(asyncio.create_task(self.hw.run_slow(self.clock, self.log)))
+            self.tasks.spawn(self.hw.run_slow(self.clock, self.log), "slow inputs")
         else:
             # Demo mode: the plant's physics in its own task, not in the control tick.
             self.hw.stepping = False
-            self._tasks.append(asyncio.create_task(self.hw.run_plant(self.clock, self.cfg["period_ms"])))
+            self.tasks.spawn(self.hw.run_plant(self.clock, self.cfg["period_ms"]), "plant")
         self.wdt.start(self.port.WDT_MS)
         ns = repl_mod.namespace(self.bench)
         ns["board"] = self
@@ -226,10 +227,16 @@ class DevBoard:
                 await asyncio.sleep(3600)
         self.maintenance()  # Ctrl-D at the bench prompt
 
-    def stopped(self, why):
+    def stopped(self, why, reason="Other"):
         # The charger is not (or no longer) running: outputs safe, say so.
+        # reason: the OCPP stop reason for open transactions (Ctrl-C: Local).
         if self.hw is not None:
             self.hw.safe()
+        if self.station is not None:
+            try:  # an orderly stop: transactions end (Local), the link closes, the store says so
+                self.station.stop(reason, "bench" if reason == "Local" else "charger", why)
+            except Exception as e:  # outputs are safe already
+                self.log.error("board", "stop: %r" % e)
         msg = "charger stopped: %s" % why
         if self.wdt.running():
             msg += "; the watchdog resets the board within %d ms" % self.wdt.timeout_ms
@@ -255,7 +262,7 @@ class DevBoard:
         # Orderly: contactors open, the firmware saves what it holds, then a
         # hard reset. In demo mode the simulated world is kept for the next boot.
         self.log.warn("board", "reboot requested")
-        self.station.stop()
+        self.station.stop("Reboot")
         if self.plant is not None:
             self.plant.power_lost()
             try:
@@ -326,7 +333,7 @@ def main(port):
     try:
         asyncio.run(board.run())
     except KeyboardInterrupt:
-        board.stopped("Ctrl-C")
+        board.stopped("Ctrl-C", "Local")
     except ConfigError as e:
         board.stopped("config: %s" % e)
     except PinError:

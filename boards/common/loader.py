@@ -9,7 +9,6 @@
 # configured, the CSMS has accepted its BootNotification. Otherwise the board
 # reboots it, the boot record counts the trial boot, and after the allowed
 # number the loader is back on the last good image.
-import asyncio
 import sys
 from firmware.ota.slots import FACTORY
 
@@ -84,7 +83,7 @@ class Loader:
         if not station.boot_info.get("trial"):
             return None
         t = Trial(self.slots, station, reboot, cfg["ota_confirm_s"] * 1000, cfg["ota_trial_s"] * 1000)
-        asyncio.create_task(t.run())
+        station.spawn(t.run(), "trial")
         return t
 
 

@@ -14,6 +14,7 @@ import os
 import sys
 from firmware.core.clock import RealClock, SimClock
 from firmware.core.store import Store
+from firmware.core.sched import Tasks
 from firmware.sim.plant import Plant
 from firmware.sim.hw import SimHardware
 from firmware.ota.slots import Slots, FACTORY
@@ -75,6 +76,7 @@ class UnixBoard:
         # names, until this run changes the record (an update installed here
         # boots as on a board). None: the boot record decides.
         self.tree_record = self.slots.record()[0] if opts.get("working_tree") else None
+        self.tasks = Tasks()  # the board's own tasks (simulated clock and watchdog): they outlive a station
 
     def boot(self):
         # The boot loader: choose the image, import the charger from it, start.
@@ -93,6 +95,7 @@ class UnixBoard:
         echo = (lambda line: self.out.write(line + "\n")) if self.opts["echo_log"] else None
         self.log = Log(self.clock, echo=echo)
         self.store.attach_log(self.log)
+        self.tasks.log = self.log
         self.slots.log = self.log
         self.bench = Bench(self)
         cfg, errors = config_mod.load(self.store, self.opts["set"])
@@ -167,12 +170,13 @@ class UnixBoard:
         return {"boundaries": self.store.arm_cut(n)}
 
     def reboot(self):
-        # A soft reboot: the coil drops, the firmware saves what it holds and
-        # comes up again from its store; the plant (the world) stays.
+        # A soft reboot: the coil drops, the firmware ends its transactions
+        # (reason Reboot), closes its link and saves what it holds, and comes
+        # up again from its store; the plant (the world) stays.
         self.log.warn("board", "reboot requested")
-        self.station.stop()
+        self.station.stop("Reboot")
         if self.station.ocpp and self.station.ocpp.ws:
-            self.station.ocpp.ws.abort("reboot")  # the new firmware opens its own connection
+            self.station.ocpp.ws.abort("reboot")  # stop() closed it with a close frame; if that failed, drop it
         self.plant.power_lost()
         self.boot()
 
@@ -181,7 +185,7 @@ class UnixBoard:
         # plant remembers the contacts as open.
         self.hw.safe()
         if self.station:
-            self.station.stop()
+            self.station.stop("Local", "bench", "Ctrl-C")  # the operator ended it at the charger
         self.plant.power_lost()
         self.plant.wall = self.clock.wall()
         self.plant.save()

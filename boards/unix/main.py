@@ -171,9 +171,9 @@ async def run(board):
         sys.exit(2)
     if o["port"]:
         print("control channel on 127.0.0.1:%d" % o["port"])
-    asyncio.create_task(board.hw.wdt.run())
+    board.tasks.spawn(board.hw.wdt.run(), "simulated watchdog")
     if board.clock.simulated:
-        asyncio.create_task(board.clock.run())
+        board.tasks.spawn(board.clock.run(), "simulated clock")
     if o["repl"]:
         print("bench REPL: type help() for the commands")
         await repl_mod.repl(repl_mod.namespace(board.bench))

@@ -7,6 +7,7 @@
 # when one is not, so the board can go to a safe state.
 # Slice: lets long work (JSON, file writes) yield after a bounded time.
 # Slice.run drives long work written as a generator (firmware/core/work.py).
+# Tasks: the one way the firmware starts a task (spawn); see the class.
 import asyncio
 import time
 from micropython import const
@@ -177,3 +178,61 @@ class Slice:
         finally:
             work.close()
 
+
+class Tasks:
+    # Every task the firmware starts goes through spawn(): a bare
+    # asyncio.create_task drops the task, so an exception in it vanishes and
+    # nothing can cancel it. Here the task is kept until it ends, an
+    # exception that ends it is logged and counted (deaths, shown by the
+    # station's status()), and cancel_all() ends them all when the station
+    # stops. The station owns one group; the board keeps one for the tasks
+    # that outlive a station (simulated clock and watchdog).
+    def __init__(self, log=None):
+        self.log = log
+        self.live = []
+        self.deaths = 0  # tasks ended by an exception
+        self.last_death = None  # "name: exception" of the latest one
+
+    def spawn(self, coro, name="task"):
+        live = self.live
+        i = 0
+        while i < len(live):  # forget tasks that have ended (cancelled before they ran)
+            if live[i].done():
+                live.pop(i)
+            else:
+                i += 1
+        t = asyncio.create_task(self._guard(coro, name))
+        live.append(t)
+        return t
+
+    async def _guard(self, coro, name):
+        try:
+            return await coro
+        except Exception as e:  # CancelledError is a BaseException: it passes
+            self.deaths += 1
+            self.last_death = "%s: %r" % (name, e)
+            if self.log is not None:
+                self.log.error("task", "%s died: %r" % (name, e))
+        finally:
+            try:
+                self.live.remove(asyncio.current_task())
+            except ValueError:
+                pass
+
+    def cancel_all(self):
+        # The calling task (a Reset ends the station from its OCPP task) is
+        # not cancelled: it ends itself once it sees the station stopped.
+        try:
+            cur = asyncio.current_task()
+        except RuntimeError:  # no loop running (Ctrl-C ended it)
+            cur = None
+        keep = []
+        for t in self.live:
+            if t is cur:
+                keep.append(t)
+                continue
+            try:
+                t.cancel()
+            except RuntimeError:
+                pass  # the task that was running when Ctrl-C hit; the loop is gone anyway
+        self.live = keep

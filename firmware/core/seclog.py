@@ -6,6 +6,11 @@
 # power cut can lose at most the line being written. Callers never pass
 # secrets; as a second line of defence, strings registered with hide() are
 # masked before anything reaches flash.
+#
+# A line that cannot be written (flash full or failing) does not stop the
+# caller (the event still goes to the CSMS), but it is not lost silently:
+# write_failures counts them (the station's status() shows it) and the
+# charger's log says so, once per failure streak and with the line's text.
 import os
 from firmware.ocpp import timefmt
 
@@ -17,13 +22,16 @@ MAX_LINE = 400  # a line as read back: time, who and MAX_WHAT, with room
 
 
 class SecLog:
-    def __init__(self, store, clock, name=NAME, max_bytes=MAX_BYTES):
+    def __init__(self, store, clock, name=NAME, max_bytes=MAX_BYTES, log=None):
         self.store = store
+        self.log = log if log is not None else getattr(store, "log", None)
         self.clock = clock
         self.name = name
         self.max_bytes = max_bytes
         self.secrets = []  # values that must never be written (hide())
         self.written = 0
+        self.write_failures = 0
+        self._failing = False  # in a streak of failed writes (logged once)
 
     def hide(self, secret):
         if secret and secret not in self.secrets:
@@ -43,9 +51,20 @@ class SecLog:
         try:
             self.store.append(self.name, line, self.max_bytes)
             self.written += 1
-        except OSError:
-            pass  # a full or failing flash must not stop the caller (the event still goes out)
+            if self._failing:
+                self._failing = False
+                self._say("warn", "security log writable again after %d failed line(s)" % self.write_failures)
+        except OSError as e:
+            self.write_failures += 1
+            if not self._failing:
+                self._failing = True
+                self._say("error", "security log line not written (%r): %s" % (e, line[:-1]))
         return line
+
+    def _say(self, level, msg):
+        log = self.log
+        if log is not None:
+            getattr(log, level)("seclog", msg)
 
     def _files(self):
         p = self.store.path(self.name)

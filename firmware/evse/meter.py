@@ -4,13 +4,18 @@
 # own memory; the simulated one in the plant). We add up positive steps of it,
 # so a meter that is replaced or restarts from zero never makes the charger's
 # register go back. The register is saved by the station's store task, never
-# from the control loop.
+# from the control loop. Each save carries the wall-clock time ("wall"): the
+# last time the charger is known to have had power. A transaction that a
+# power cut ended is stopped at that time (firmware/ocpp/client.py); it is at
+# most meter_save_s + 1 s older than the cut while a session runs.
 from firmware.core.store import is_int
 
 
 def _register_ok(r):
     wh, last = r.get("wh", 0), r.get("meter")
-    return is_int(wh) and wh >= 0 and (last is None or is_int(last))
+    wall = r.get("wall")
+    return (is_int(wh) and wh >= 0 and (last is None or is_int(last))
+            and (wall is None or isinstance(wall, (int, float))))
 
 
 class EnergyRegister:
@@ -20,12 +25,16 @@ class EnergyRegister:
         rec = store.read(self.key, None, check=_register_ok) if store else None
         self.wh = 0
         self.last_meter = None  # last meter register seen, Wh
+        self.saved_wall = None  # wall time of the save read at boot (power known on)
         if isinstance(rec, dict):
             wh, last = rec.get("wh"), rec.get("meter")
             if isinstance(wh, int) and wh >= 0:
                 self.wh = wh
             if isinstance(last, int):
                 self.last_meter = last
+            w = rec.get("wall")
+            if isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0:
+                self.saved_wall = w
         self.saved_wh = self.wh
         self.saved_meter = self.last_meter
         self.power_w = 0
@@ -64,8 +73,11 @@ class EnergyRegister:
         return self.last_meter is not None and self.saved_meter is None or (
             self.last_meter is not None and self.last_meter < (self.saved_meter or 0))
 
-    def save(self):
+    def save(self, wall=None):
         self.lost = False
-        self.store.write(self.key, {"wh": self.wh, "meter": self.last_meter})
+        rec = {"wh": self.wh, "meter": self.last_meter}
+        if wall is not None:
+            rec["wall"] = wall
+        self.store.write(self.key, rec)
         self.saved_wh = self.wh
         self.saved_meter = self.last_meter

@@ -1,5 +1,8 @@
 # Reconnect delays: exponential growth, capped, with random jitter so a
 # fleet of chargers cut off together does not reconnect in lock step.
+# Keep the cap at or below the CSMS's heartbeat interval (set_cap): a longer
+# wait after a short outage makes the charger look dead for longer than the
+# outage itself (2.5 min offline once took 90 s more to come back).
 #
 #   bo = Backoff()
 #   while True:
@@ -45,6 +48,13 @@ class Backoff:
         self._d = min(self.cap_ms, int(d * self.factor))
         self.attempts += 1
         return int(d - d * self.jitter * self._frac())
+
+    def set_cap(self, cap_ms):
+        # The cap may follow something that changes (the OCPP client keeps it
+        # at or below the heartbeat interval): a lower cap applies at once.
+        self.cap_ms = max(self.base_ms, int(cap_ms))
+        if self._d > self.cap_ms:
+            self._d = self.cap_ms
 
     def reset(self):
         self.attempts = 0

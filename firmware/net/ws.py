@@ -33,6 +33,7 @@ import time
 import micropython
 from firmware.core.clock import ticks_add, ticks_diff, ticks_ms  # the boards' 2^30 tick period
 from micropython import const
+from firmware.core.sched import Tasks
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _HDR_MAX = const(4096)  # bound on the HTTP response head (status line + headers)
@@ -568,31 +569,7 @@ class WebSocket:
 
     # --- sending -------------------------------------------------------------
     async def _send_frame(self, op, data):
-        # One frame, FIN set, masked with a fresh random key (RFC 6455 5.3).
-        mv = memoryview(data)  # a str gives its UTF-8 bytes (MicroPython)
-        n = len(mv)
-        if n < 126:
-            hl = 2
-        elif n < 65536:
-            hl = 4
-        else:
-            hl = 10
-        f = bytearray(hl + 4 + n)
-        f[0] = 0x80 | op
-        if hl == 2:
-            f[1] = 0x80 | n
-        elif hl == 4:
-            f[1] = 0xFE
-            f[2] = n >> 8
-            f[3] = n & 0xFF
-        else:
-            f[1] = 0xFF
-            for i in range(8):
-                f[2 + i] = (n >> (56 - 8 * i)) & 0xFF
-        key = os.urandom(4)  # RFC 6455 10.3: unpredictable, hence not random.*
-        for i in range(4):
-            f[hl + i] = key[i]
-        _mask(f, hl + 4, mv, n, key)
+        f = _frame(op, data)
         # One writer at a time, so frames never interleave. A flag and an
         # Event rather than asyncio.Lock: `async with lock` costs ~400 bytes
         # of heap per frame on MicroPython, this costs none when uncontended.
@@ -663,6 +640,26 @@ class WebSocket:
         while True:
             await self.recv()  # data after our close is dropped; ends with WsClosed
 
+    def close_now(self, code=1001, reason=""):
+        """Close without the event loop (an orderly stop, also after Ctrl-C
+        ended the loop): write the close frame straight to the socket, best
+        effort and without waiting for the peer's, then end the connection.
+        The peer sees `code`; if the frame cannot go out whole (a frame half
+        sent, a full socket buffer) it sees a lost link, as with abort()."""
+        if self.closed:
+            return
+        st = self._st
+        sent = False
+        if not self._close_sent and not self._busy and st is not None and not getattr(st, "out_buf", b""):
+            f = _frame(_OP_CLOSE, _close_payload(code, reason))
+            try:
+                n = st.s.write(f)
+                sent = n == len(f)
+            except OSError:
+                pass
+            self._close_sent = True
+        self._shutdown(code if sent else 1006, reason if sent else "close frame not sent")
+
     def abort(self, reason="aborted"):
         """End the connection at once, no close handshake (dead link): a task
         in recv() or send() gets WsClosed(1006, reason)."""
@@ -688,6 +685,35 @@ class WebSocket:
         self._done.set()
 
 
+def _frame(op, data):
+    # One frame, FIN set, masked with a fresh random key (RFC 6455 5.3).
+    mv = memoryview(data)  # a str gives its UTF-8 bytes (MicroPython)
+    n = len(mv)
+    if n < 126:
+        hl = 2
+    elif n < 65536:
+        hl = 4
+    else:
+        hl = 10
+    f = bytearray(hl + 4 + n)
+    f[0] = 0x80 | op
+    if hl == 2:
+        f[1] = 0x80 | n
+    elif hl == 4:
+        f[1] = 0xFE
+        f[2] = n >> 8
+        f[3] = n & 0xFF
+    else:
+        f[1] = 0xFF
+        for i in range(8):
+            f[2 + i] = (n >> (56 - 8 * i)) & 0xFF
+    key = os.urandom(4)  # RFC 6455 10.3: unpredictable, hence not random.*
+    for i in range(4):
+        f[hl + i] = key[i]
+    _mask(f, hl + 4, mv, n, key)
+    return f
+
+
 def _close_payload(code, reason):
     r = reason.encode() if isinstance(reason, str) else bytes(reason)
     if len(r) > 123:  # control frames carry 125 bytes; cut on a UTF-8 boundary
@@ -705,13 +731,16 @@ async def _ping(ws):
         pass
 
 
-async def keepalive(ws, interval_ms=30000, timeout_ms=None, sleep_ms=None):
+async def keepalive(ws, interval_ms=30000, timeout_ms=None, sleep_ms=None, tasks=None):
     """Ping every interval_ms; abort the connection (recv and send raise
     WsClosed(1006, "keepalive: ...")) when nothing at all came in for
     timeout_ms (default two intervals). Run it as a task beside a task that
     is in recv() (which is what takes the pongs in); it returns once ws is
     closed. Time is ws's clock (connect(clock=));
-    sleep_ms: that clock's async sleep (default asyncio.sleep_ms)."""
+    sleep_ms: that clock's async sleep (default asyncio.sleep_ms); tasks:
+    the firmware.core.sched.Tasks group its ping task joins (default its own)."""
+    if tasks is None:
+        tasks = Tasks()
     if timeout_ms is None:
         timeout_ms = 2 * interval_ms
     ticks = ws._ticks
@@ -728,6 +757,6 @@ async def keepalive(ws, interval_ms=30000, timeout_ms=None, sleep_ms=None):
             # its own task: a ping stuck on a full send buffer must not stop
             # this loop from noticing the deadline
             if pinger is None or pinger.done():
-                pinger = asyncio.create_task(_ping(ws))
+                pinger = tasks.spawn(_ping(ws), "ws ping")
             next_ping = ticks_add(now, interval_ms)
         await sleep(max(1, min(ticks_diff(next_ping, now), timeout_ms - quiet)))

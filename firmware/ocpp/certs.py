@@ -295,8 +295,10 @@ def stored_roots(store, kind):
             try:
                 if it[0] == kind:
                     out.append(binascii.a2b_base64(it[1]))
-            except Exception:
-                pass  # an unreadable entry is skipped, as the client does
+            except (ValueError, TypeError, IndexError, KeyError) as e:  # binascii.Error is a ValueError
+                # skipped, as the client does, but said
+                if store.log is not None:
+                    store.log.error("ocpp", "certificate store: an unreadable entry skipped: %r" % e)
     return out
 
 
@@ -318,8 +320,8 @@ class Certificates:
             for it in rec["certs"]:
                 try:
                     self.items.append([it[0], binascii.a2b_base64(it[1])])
-                except Exception:
-                    cl.log.error("ocpp", "certificate store: an unreadable entry skipped")
+                except (ValueError, TypeError, IndexError, KeyError) as e:
+                    cl.log.error("ocpp", "certificate store: an unreadable entry skipped: %r" % e)
             self.seeded = list(rec.get("seeded", ()))
         cp = cl.store.read(CP_RECORD, None, check=lambda r: isinstance(r["cert"], str)
                            and isinstance(r.get("key", ""), str))
@@ -358,7 +360,7 @@ class Certificates:
         # CertificateSigned (signed()). True: started (or already running).
         t = self._signing
         if t is None or t.done():
-            self._signing = asyncio.create_task(self._sign())
+            self._signing = self.cl.tasks.spawn(self._sign(), "certificate signing")
         return True
 
     async def _sign(self):
@@ -439,8 +441,9 @@ class Certificates:
             if k == kind:
                 try:
                     out.append(hash_data(d, ders))
-                except Exception:
-                    pass  # unreadable: cannot be named
+                except (VerifyError, ValueError, IndexError, TypeError) as e:
+                    # an installed certificate we cannot parse: cannot be named, but said
+                    self.cl.log.error("ocpp", "certificate store: a %s entry cannot be read: %r" % (kind, e))
         return out
 
     def delete(self, h):
@@ -452,7 +455,8 @@ class Certificates:
         for i, (k, d) in enumerate(self.items):
             try:
                 got = hash_data(d, ders)
-            except Exception:
+            except (VerifyError, ValueError, IndexError, TypeError) as e:
+                cl.log.error("ocpp", "certificate store: a %s entry cannot be read: %r" % (k, e))
                 continue
             if (got["issuerNameHash"], got["issuerKeyHash"], got["serialNumber"].lstrip("0")) != want:
                 continue

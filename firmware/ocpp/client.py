@@ -7,6 +7,12 @@
 # sent when due. The station's connectors never wait for any of this: their
 # session events are noted in RAM by the control loop, and a bookkeeping task
 # writes them to the persistent queue at once, whatever the link is doing.
+#
+# Stopping: the station's stop() calls shutdown(), which ends open
+# transactions with the stop's reason (queued and written at once), and
+# closes the WebSocket with a close frame (1001, going away). A Reset does
+# more first, from the session loop: the stop's StopTransaction is sent and
+# answered (if online, bounded) and the close handshake completes.
 import asyncio
 from firmware.ocpp.rpc import Rpc, CallError, RpcTimeout, NotConnected
 from firmware.ocpp.queue import TxQueue
@@ -22,11 +28,17 @@ from firmware.ocpp import certs as certs_mod
 from firmware.ocpp import profile
 from firmware.net.backoff import Backoff
 from firmware.net.ws import WsError, keepalive
+from firmware.core.sched import Tasks
 from firmware.core.rng import Rng
 from firmware.core.store import dict_of, is_int, is_num
 
 BOOT_RETRY_S = 30  # when the CSMS gives no usable interval
 LOOP_MS = 1000  # the session loop's longest sleep
+RECONNECT_BASE_MS = 1000
+RECONNECT_CAP_MS = 120000  # and never above the heartbeat interval (_reconnect_cap)
+TX_STATUSES = ("Charging", "SuspendedEV", "SuspendedEVSE")  # only with a transaction the CSMS knows
+RESET = "ocpp_reset.json"  # the Reset handler's {"reason":} until the next boot
+RESET_FLUSH_MS = 5000  # how long a Reset waits (real time) for the queue to go out
 
 
 # Shapes of the client's records (Store.read checks them; a bad one is set aside).
@@ -59,10 +71,15 @@ class OcppClient:
         self.connect = connect
         n = len(station.connectors)
         self.keys = Keys(self.store, n, self.log)
+        # Tasks: the station's group (cancelled with it); a bare one when a
+        # test builds a client on a stand-in station.
+        self.tasks = getattr(station, "tasks", None) or Tasks(self.log)
         self.rpc = Rpc(self.clock, self.log)
+        self.rpc.tasks = self.tasks
         self.rpc.on_invalid = self._invalid
         self.rpc.on_detach = self._link_lost
-        self.queue = TxQueue(self.store, self.log)
+        self.rpc.on_bug = self._internal_error
+        self.queue = TxQueue(self.store, self.log, tasks=self.tasks)
         self.security = security_mod.Security(self)
         self.certs = certs_mod.Certificates(self)
         self.auth = AuthCache(self.store, self.log)
@@ -165,20 +182,75 @@ class OcppClient:
         self.queue.push("StopTransaction", payload, tx)
 
     def recover_after_boot(self):
-        # Transactions open at the last power-down: the session did not survive
-        # a reboot of the charger, so they end with reason PowerLoss (or the
-        # reset's reason) and the meter as it stands.
+        # Transactions still open at boot: the session did not survive the
+        # restart. An orderly stop ends them itself (shutdown), so these were
+        # ended by a power cut (PowerLoss) or, if the stop could not finish,
+        # by the reset or stop that was under way. A power cut's stop carries
+        # the last time the charger knew it had power (the energy register's
+        # save time, at most meter_save_s + 1 s before the cut), not the
+        # restart time: the outage is not billed.
         if not self.txs:
             return
-        rec = self.store.read("ocpp_reset.json", {}, check=_reset_ok)
-        reason = rec.get("reason", "PowerLoss")
-        self.store.remove("ocpp_reset.json")
+        rec = self.store.read(RESET, {}, check=_reset_ok)
+        last = getattr(self.station, "last_stop", None)
+        reason = "PowerLoss"
+        if isinstance(rec, dict) and isinstance(rec.get("reason"), str):
+            reason = rec["reason"]
+        elif last is not None:
+            reason = last["reason"]
+        self.store.remove(RESET)
+        now = self.clock.wall()
         for cid in list(self.txs):
+            t = self.txs[cid]
             c = self.station.connectors[cid - 1] if 0 < cid <= len(self.station.connectors) else None
-            wh = c.energy.wh if c is not None else self.txs[cid]["start_wh"]
+            wh = c.energy.wh if c is not None else t["start_wh"]
+            at = now
+            if reason == "PowerLoss":
+                # the later of: the transaction's start, the register's last
+                # save. Both were taken while powered; the clock now may not
+                # be set yet (a board without a battery-backed clock).
+                w = c.energy.saved_wall if c is not None else None
+                t0 = t.get("t0")
+                seen = [x for x in (w, t0) if isinstance(x, (int, float))]
+                if seen:
+                    at = max(seen)
+            elif last is not None and isinstance(last.get("wall"), (int, float)):
+                at = last["wall"]
+            self.log.warn("ocpp", "transaction on connector %d ended by %s at %s"
+                          % (cid, reason, timefmt.format(at)))
+            self._stop_tx(cid, {"id_tag": t["tag"], "start_wh": t["start_wh"]}, at, reason, wh)
+
+    def end_transactions(self, reason):
+        # The orderly stop's part: every open transaction ends now with this
+        # reason and the meter as it stands; the StopTransaction is in the
+        # persistent queue when this returns.
+        self._process_events()  # session ends the control loop noted first
+        wall = self.clock.wall()
+        for cid in list(self.txs):
+            t = self.txs[cid]
+            c = self.station.connectors[cid - 1] if 0 < cid <= len(self.station.connectors) else None
+            wh = c.energy.wh if c is not None else t["start_wh"]
             self.log.warn("ocpp", "transaction on connector %d ended by %s" % (cid, reason))
-            self._stop_tx(cid, {"id_tag": self.txs[cid]["tag"], "start_wh": self.txs[cid]["start_wh"]},
-                          self.clock.wall(), reason, wh)
+            self._stop_tx(cid, {"id_tag": t["tag"], "start_wh": t["start_wh"]}, wall, reason, wh)
+
+    def shutdown(self, reason, who="charger", why=None):
+        # Called by Station.stop(): synchronous (after Ctrl-C there is no
+        # event loop). A pending Reset's reason wins over the stop's; returns
+        # the reason used.
+        if self.stopped:
+            return None
+        rec = self.store.read(RESET, None, check=_reset_ok)
+        if isinstance(rec, dict) and isinstance(rec.get("reason"), str):
+            reason = rec["reason"]
+        try:
+            self.end_transactions(reason)
+        finally:
+            self.security.before_reboot(who, why or reason)
+            self.stopped = True
+            ws = self.ws
+            if ws is not None:
+                ws.close_now(1001, reason)  # the CSMS sees going-away, not a lost link
+        return reason
 
     def tx_of(self, cid):
         t = self.txs.get(cid)
@@ -257,7 +329,7 @@ class OcppClient:
                         mv["transactionId"] = self.queue.remote_id(t["tx"]) or t["tx"]
                         self.queue.push("MeterValues", mv, t["tx"])
                     elif self.registered:
-                        asyncio.create_task(self._try("MeterValues", mv))
+                        self.tasks.spawn(self._try("MeterValues", mv), "MeterValues")
 
     # --- the connection --------------------------------------------------------
     def _invalid(self, count, why):
@@ -290,25 +362,46 @@ class OcppClient:
         self.recover_after_boot()
         self.security.after_boot()
         self.fw.after_boot()
-        book = asyncio.create_task(self._bookkeeping())
+        book = self.tasks.spawn(self._bookkeeping(), "ocpp bookkeeping")
         try:
             await self._connect_loop()
         finally:
             book.cancel()
 
+    def _reconnect_cap(self):
+        # A charger that waits longer than a heartbeat interval to reconnect
+        # looks dead to the CSMS after a short outage: the cap follows the
+        # interval (jitter spreads a fleet below it, firmware/net/backoff.py).
+        hb = self.keys.get("HeartbeatInterval") * 1000
+        return min(RECONNECT_CAP_MS, hb) if hb > 0 else RECONNECT_CAP_MS
+
+    def _internal_error(self, what):
+        fn = getattr(self.station, "internal_error", None)
+        if fn is not None:
+            fn("ocpp", what)
+        else:
+            self.log.error("ocpp", "internal error: %s" % what)
+
     async def _connect_loop(self):
-        backoff = Backoff(base_ms=1000, cap_ms=120000, rng=Rng(self.clock.ticks_ms() + 7))
+        backoff = Backoff(base_ms=RECONNECT_BASE_MS, cap_ms=RECONNECT_CAP_MS, rng=Rng(self.clock.ticks_ms() + 7))
         while not self.stopped:
             self.state = "connecting"
+            backoff.set_cap(self._reconnect_cap())
             try:
                 link = profile.link_args(self)
                 url = link.pop("url")
                 ws = await self.connect(url, **link)
-            except Exception as e:  # refused, TLS, 401, timeout: all mean retry later
+            except (WsError, OSError, asyncio.TimeoutError) as e:  # refused, TLS, 401, timeout: retry later
                 self.state = "offline"
                 ms = backoff.next_ms()
                 self.log.warn("ocpp", "connect failed (%s); retry in %d ms" % (e, ms))
                 profile.connect_failed(self, e)  # a security event, once per failure streak
+                await self.clock.sleep_ms(ms)
+                continue
+            except Exception as e:  # a bug, not the network: seen and counted, then retried
+                self.state = "offline"
+                ms = backoff.next_ms()
+                self._internal_error("connecting raised %r; retry in %d ms" % (e, ms))
                 await self.clock.sleep_ms(ms)
                 continue
             profile.connected(self)
@@ -317,17 +410,20 @@ class OcppClient:
             self.ws = ws
             self.log.info("ocpp", "connected to %s" % url)
             self.rpc.attach(ws)  # before the reader runs: boot may call at once
-            reader = asyncio.create_task(self.rpc.run(ws))
+            reader = self.tasks.spawn(self.rpc.run(ws), "ocpp reader")
             ping = self.keys.get("WebSocketPingInterval") * 1000
             # A dead link is found by pings in real time; with a simulated clock
             # pongs travel in real time while simulated time jumps, so there
             # the CSMS's own pings and our call timeouts do that job.
-            pinger = asyncio.create_task(keepalive(ws, ping)) if ping and not self.clock.simulated else None
+            pinger = self.tasks.spawn(keepalive(ws, ping, tasks=self.tasks), "ocpp keepalive") \
+                if ping and not self.clock.simulated else None
             try:
                 await self._session(reader)
             except (CallError, RpcTimeout, NotConnected, WsError, OSError) as e:
                 if not self.stopped:
                     self.log.warn("ocpp", "connection ended: %r" % e)
+            except Exception as e:  # a bug in the session loop: seen and counted; reconnect
+                self._internal_error("session loop raised %r" % e)
             finally:
                 self.ws = None
                 self.state = "offline"
@@ -337,9 +433,10 @@ class OcppClient:
                     pinger.cancel()
                 try:
                     await ws.close()
-                except Exception:
-                    pass
+                except (WsError, OSError) as e:
+                    self.log.info("ocpp", "close: %r" % e)
             if not self.stopped:
+                backoff.set_cap(self._reconnect_cap())
                 await self.clock.sleep_ms(backoff.next_ms())
 
     def apply_keys(self):
@@ -374,7 +471,7 @@ class OcppClient:
             if len(self.queue) != n:
                 self.wake.set()
             self.book_ev.clear()
-            t = asyncio.create_task(self._set_after(self.book_ev, LOOP_MS))
+            t = self.tasks.spawn(self._set_after(self.book_ev, LOOP_MS), "ocpp timer")
             await self.book_ev.wait()
             t.cancel()
 
@@ -464,7 +561,7 @@ class OcppClient:
 
     async def _wait(self, ms):
         # Sleep up to ms on the charger's clock, or until woken.
-        t = asyncio.create_task(self._set_after(self.wake, ms))
+        t = self.tasks.spawn(self._set_after(self.wake, ms), "ocpp timer")
         await self.wake.wait()
         t.cancel()
 
@@ -486,10 +583,20 @@ class OcppClient:
 
     def status_of(self, c):
         s = c.status_name()
+        if s in TX_STATUSES and not self._tx_known(c.id):
+            # The connector runs a session the CSMS has not heard of yet (the
+            # plug is still locking, or its StartTransaction is not answered):
+            # a transaction status now would name a transaction that is not
+            # open. Preparing until the StartTransaction is confirmed.
+            return "Preparing"
         if s in ("Available", "Preparing") and c.session is None and (
                 self.reservations.on(c.id) or (self.reservations.any() and self._last_free(c))):
             return "Reserved"
         return s
+
+    def _tx_known(self, cid):
+        t = self.txs.get(cid)
+        return t is not None and self.queue.remote_id(t["tx"]) is not None
 
     def _last_free(self, c):
         # A connector-0 reservation holds the last connector nobody uses.
@@ -571,9 +678,22 @@ class OcppClient:
                 if all(c.session is None for c in self.station.connectors):
                     break
                 await self.clock.sleep_ms(100)
-        self._process_events()
-        await self._flush_queue()  # we are the session loop here: the only sender
+        # What is still open ends now with the reset's reason (a hard reset
+        # does not wait for the sessions); then sent, since we are the session
+        # loop (the only sender), and the link closed with a close handshake.
+        self.end_transactions(reason)
+        try:
+            await asyncio.wait_for_ms(self._flush_queue(), RESET_FLUSH_MS)
+        except (asyncio.TimeoutError, RpcTimeout, NotConnected, WsError, OSError) as e:
+            # what is left stays queued on flash and goes out after the boot
+            self.log.warn("ocpp", "queue not sent before the reset: %r" % e)
         self.log.warn("ocpp", "%s reset" % kind.lower())
+        ws = self.ws
+        if ws is not None:
+            try:
+                await ws.close(1001, "%s reset" % kind)
+            except (WsError, OSError) as e:
+                self.log.info("ocpp", "close before reset: %r" % e)
         reboot = self.station.reboot
         if reboot:
             reboot()  # stops this station (and so this client) and boots a new one
@@ -635,7 +755,7 @@ class OcppClient:
             self.log.warn("ocpp", "connector %d is reserved for another idTag" % cid)
             return "Reserved"
         c.authorize(tag)
-        asyncio.create_task(self._connection_timeout(c, tag))
+        self.tasks.spawn(self._connection_timeout(c, tag), "ConnectionTimeOut")
         self.wake.set()
         return "Accepted"
 

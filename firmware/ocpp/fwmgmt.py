@@ -162,7 +162,7 @@ class FirmwareManagement:
         self.cl.store.remove(FW_FILE)
         self.job = job
         self._save()
-        self._task = asyncio.create_task(self._run())
+        self._task = self.cl.tasks.spawn(self._run(), "firmware update")
 
     # --- after a reboot -----------------------------------------------------------
     def after_boot(self):
@@ -182,7 +182,7 @@ class FirmwareManagement:
             job["stage"] = "reboot"
             job["slot"] = bi["slot"]
         if job["stage"] != "reboot":
-            self._task = asyncio.create_task(self._run())  # resume where power failed
+            self._task = self.cl.tasks.spawn(self._run(), "firmware update")  # resume where power failed
             return
         if rb and rb["from"] == job.get("slot"):
             cl.log.error("ocpp", "firmware %s rolled back: %s" % (job.get("version"), rb["why"]))
@@ -339,7 +339,8 @@ class FirmwareManagement:
     def diagnostics(self, p):
         name = "diagnostics-%s-%s.tar" % (self.cl.opts["id"], timefmt.format(self.cl.clock.wall())
                                            .replace(":", "").replace("-", ""))
-        asyncio.create_task(self._diagnostics(p["location"], name, p.get("retries", 0), p.get("retryInterval", 60)))
+        self.cl.tasks.spawn(self._diagnostics(p["location"], name, p.get("retries", 0), p.get("retryInterval", 60)),
+                            "diagnostics")
         return name
 
     def _archive(self, path):

@@ -1,8 +1,11 @@
 # Core profile: what the CSMS may ask of the charger, translated into the
 # station's commands. Payloads arrive validated against the 1.6 schemas;
 # each handler answers with the 1.6 result payload.
-import asyncio
 from firmware.ocpp import timefmt
+
+
+DIAG_BUSY = ("Uploading",)  # DiagnosticsStatusNotification statuses of work in progress
+FW_BUSY = ("Downloading", "Downloaded", "Installing")  # the same for FirmwareStatusNotification
 
 
 def _conn(cl, cid):
@@ -43,10 +46,10 @@ def install(cl):
                 return {"status": "Rejected"}
             cl.pending_profiles[c.id] = prof
         if cl.keys.get("AuthorizeRemoteTxRequests"):
-            asyncio.create_task(_remote_authorize(cl, c, tag))
+            cl.tasks.spawn(_remote_authorize(cl, c, tag), "remote authorize")
         else:
             c.authorize(tag)
-            asyncio.create_task(cl._connection_timeout(c, tag))
+            cl.tasks.spawn(cl._connection_timeout(c, tag), "ConnectionTimeOut")
         cl.wake.set()
         return {"status": "Accepted"}
 
@@ -123,10 +126,15 @@ def install(cl):
         cid = p.get("connectorId")
         if cid is not None and (cid < 0 or cid > len(cl.station.connectors)):
             return {"status": "Rejected"}
+        # OCPP 1.6 (TriggerMessage): Idle unless an upload or an update is
+        # under way; the last final status (UploadFailed, Installed...) is not
+        # "what the charger is doing now".
         if what == "DiagnosticsStatusNotification":
-            asyncio.create_task(cl._try("DiagnosticsStatusNotification", {"status": cl.fw.diag_status}))
+            st = cl.fw.diag_status if cl.fw.diag_status in DIAG_BUSY else "Idle"
+            cl.tasks.spawn(cl._try("DiagnosticsStatusNotification", {"status": st}), "trigger")
         elif what == "FirmwareStatusNotification":
-            asyncio.create_task(cl._try("FirmwareStatusNotification", {"status": cl.fw.fw_status}))
+            st = cl.fw.fw_status if cl.fw.fw_status in FW_BUSY else "Idle"
+            cl.tasks.spawn(cl._try("FirmwareStatusNotification", {"status": st}), "trigger")
         else:
             return {"status": trigger_core(cl, what, cid)}
         cl.wake.set()
@@ -248,9 +256,9 @@ def trigger_core(cl, what, cid):
     # The messages TriggerMessage and ExtendedTriggerMessage share: sent after
     # our answer (a task), connectorId already checked. -> response status.
     if what == "BootNotification":
-        asyncio.create_task(cl._try("BootNotification", cl.boot_payload()))
+        cl.tasks.spawn(cl._try("BootNotification", cl.boot_payload()), "trigger")
     elif what == "Heartbeat":
-        asyncio.create_task(cl._try("Heartbeat", {}))
+        cl.tasks.spawn(cl._try("Heartbeat", {}), "trigger")
     elif what == "StatusNotification":
         if cid is None:
             cl.reported = {}
@@ -264,7 +272,7 @@ def trigger_core(cl, what, cid):
                 tx = cl.tx_of(c.id)
                 if tx is not None:
                     mv["transactionId"] = tx
-                asyncio.create_task(cl._try("MeterValues", mv))
+                cl.tasks.spawn(cl._try("MeterValues", mv), "trigger")
     else:
         return "NotImplemented"
     cl.wake.set()

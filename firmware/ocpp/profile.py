@@ -25,7 +25,6 @@
 # CentralSystemRootCertificate; 3: also a charge point certificate and key;
 # 1-2: a password). An accepted change (or a new AuthorizationKey) closes the
 # connection; the next one uses the new setting.
-import asyncio
 from firmware.net.ws import WsHandshakeError, WsTlsError
 
 KEY = "SecurityProfile"
@@ -172,7 +171,7 @@ def relink(cl, why):
     # reconnects with link_args as they are then.
     ws = cl.ws
     if ws is not None:
-        asyncio.create_task(_relink(cl, ws, why))
+        cl.tasks.spawn(_relink(cl, ws, why), "relink")
 
 
 async def _relink(cl, ws, why):

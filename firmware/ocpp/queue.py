@@ -19,9 +19,8 @@
 # write, the same window a power cut during a blocking write has. Reading the
 # record (a new client after a reboot) or an orderly stop writes it at once
 # first (Store.pending), so nothing queued is lost that way.
-import asyncio
 import json
-from firmware.core.sched import Slice, WORK_SLICE_MS
+from firmware.core.sched import Slice, Tasks, WORK_SLICE_MS
 from firmware.core.work import run_sync
 from firmware.core.store import is_int, list_of
 
@@ -43,7 +42,7 @@ def _queue_ok(r):
 
 
 class TxQueue:
-    def __init__(self, store, log, name="ocpp_queue.json"):
+    def __init__(self, store, log, name="ocpp_queue.json", tasks=None):
         self.store = store
         self.log = log
         self.name = name
@@ -52,6 +51,7 @@ class TxQueue:
         self.local_tx = 0  # last local transaction id handed out (negative)
         self.txmap = {}  # local id (str) -> CSMS transaction id
         self.dropped = 0
+        self.tasks = tasks if tasks is not None else Tasks(log)  # where the record writer runs
         self.work = Slice(WORK_SLICE_MS)  # the slices of the large-record writer (its counters: tests, status)
         self._dirty = False
         self._writer = None
@@ -71,7 +71,7 @@ class TxQueue:
         self._dirty = True
         self.store.pending[self.name] = self._flush
         if self._writer is None:
-            self._writer = asyncio.create_task(self._write_task())
+            self._writer = self.tasks.spawn(self._write_task(), "queue writer")
 
     def _pieces(self):
         # The record's JSON text, one queued item per piece (one work unit).

@@ -20,6 +20,7 @@ import os
 import time
 from binascii import hexlify
 from firmware.ocpp import validate
+from firmware.core.sched import Tasks
 from firmware.ocpp.schema16 import ACTIONS, REQUESTS, RESPONSES
 
 CALL = 2
@@ -59,6 +60,7 @@ class Rpc:
         self.on_detach = None  # fn(), when the link is gone
         self.on_replay = None  # fn(uid, action): a CALL reused an answered id
         self.on_memory = None  # fn(where): a handler ran out of memory
+        self.on_bug = None  # fn(what): a handler raised (counted as an internal error)
         self.replays = 0
         self._answered = []  # [(uid, ticks)] of CSMS CALLs answered, oldest first
         self.quiet = False  # boot Rejected: the CSMS's CALLs get no answer
@@ -74,6 +76,7 @@ class Rpc:
         self._room = asyncio.Event()
         self._worker = None
         self._seq = 0
+        self.tasks = Tasks(log)  # the client puts the station's group here
 
     # --- the connection ------------------------------------------------------
     def attach(self, ws):
@@ -113,7 +116,7 @@ class Rpc:
             self._reply_ev.clear()
             self.calls += 1
             self.clock.hold()
-            timer = asyncio.create_task(self._timeout(uid, timeout_ms or self.timeout_ms))
+            timer = self.tasks.spawn(self._timeout(uid, timeout_ms or self.timeout_ms), "rpc timer")
             try:
                 await self._send([CALL, uid, action, payload])
                 await self._reply_ev.wait()
@@ -189,7 +192,7 @@ class Rpc:
                 await self._room.wait()
             self._calls.append((uid, msg))
             if self._worker is None or self._worker.done():
-                self._worker = asyncio.create_task(self._answer_calls())
+                self._worker = self.tasks.spawn(self._answer_calls(), "rpc answers")
             return
         if uid != self._pending:
             self.log.warn("ocpp", "answer to unknown id %s ignored" % uid)
@@ -262,6 +265,9 @@ class Rpc:
                 self.on_memory(action)
             return await self._error(uid, "InternalError", "%s: out of memory" % action)
         except Exception as ex:  # a handler bug answers InternalError, never a crash
-            self.log.error("ocpp", "%s handler failed: %r" % (action, ex))
+            if self.on_bug:
+                self.on_bug("%s handler raised %r" % (action, ex))
+            else:
+                self.log.error("ocpp", "%s handler failed: %r" % (action, ex))
             return await self._error(uid, "InternalError", "%s failed" % action)
         await self._send([RESULT, uid, result])

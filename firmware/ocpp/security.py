@@ -26,7 +26,6 @@
 # through station.reboot, which we wrap to set it, and the bench's reboot()
 # sets it itself. Without it the last run ended by a power cut (or a crash):
 # StartupOfTheDevice.
-import asyncio
 import gc
 import time
 from firmware.ocpp import timefmt
@@ -59,8 +58,8 @@ def _reset_ok(r):
 class Security:
     def __init__(self, cl):
         self.cl = cl
-        self.seclog = SecLog(cl.store, cl.clock)
-        self.queue = TxQueue(cl.store, cl.log, QUEUE)
+        self.seclog = SecLog(cl.store, cl.clock, log=cl.log)
+        self.queue = TxQueue(cl.store, cl.log, QUEUE, cl.tasks)
         self.ram = []  # non-critical SecurityEventNotification payloads
         self.dropped = 0
         self.mem_low = False
@@ -160,7 +159,7 @@ class Security:
             self.event("StartupOfTheDevice", "power-on" if last is None else
                        "power-on after the previous run ended without an orderly shutdown (power cut)")
         self.cl.store.remove(RESET)  # consumed: a later power cut is not this reset
-        self._task = asyncio.create_task(self._run())
+        self._task = self.cl.tasks.spawn(self._run(), "security events")
 
     # --- the sender and the monitors ---------------------------------------------------
     def _ready(self):
@@ -180,8 +179,8 @@ class Security:
             if self._ready():
                 try:
                     await self._send()
-                except Exception as e:  # the sender must outlive any one failure
-                    cl.log.error("security", "sending events failed: %r" % e)
+                except Exception as e:  # the sender must outlive any one failure; a bug, counted
+                    cl._internal_error("sending security events raised %r" % e)
             await cl.clock.sleep_ms(POLL_MS)
 
     async def _send(self):
@@ -260,7 +259,7 @@ class Security:
         self.audit("CSMS", "GetLog %s requestId %d to %s" % (kind, rid, loc[:120]))
         self.log_request = rid
         self.log_status = "Idle"
-        self._log_task = asyncio.create_task(self._upload(
+        self._log_task = self.cl.tasks.spawn(self._upload(
             kind, rid, loc, name, timefmt.parse(where.get("oldestTimestamp") or ""),
             timefmt.parse(where.get("latestTimestamp") or ""), p.get("retries", 0), p.get("retryInterval", 60)))
         return {"status": status, "filename": name}
@@ -321,11 +320,11 @@ class Security:
         if what in ("BootNotification", "Heartbeat", "MeterValues", "StatusNotification"):
             return {"status": core_handlers.trigger_core(cl, what, cid)}
         if what == "LogStatusNotification":
-            asyncio.create_task(cl._try("LogStatusNotification", self.log_status_payload()))
+            cl.tasks.spawn(cl._try("LogStatusNotification", self.log_status_payload()), "trigger")
         elif what == "FirmwareStatusNotification":
             fn = getattr(cl.fw, "signed_status", None)
             payload = fn() if fn is not None else None
-            asyncio.create_task(cl._try("SignedFirmwareStatusNotification", payload or {"status": "Idle"}))
+            cl.tasks.spawn(cl._try("SignedFirmwareStatusNotification", payload or {"status": "Idle"}), "trigger")
         elif what == "SignChargePointCertificate":
             fn = getattr(cl.certs, "request_signing", None)
             if fn is None:
