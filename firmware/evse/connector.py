@@ -111,11 +111,11 @@ class Connector:
         self.contactor.cmd_at = clock.ticks_ms()
         if hw.aux[idx]:
             # The coil is off at power-up: closed contacts now are welded. Latch
-            # at once (and save, in tick()) instead of waiting out AUX_MS: a
-            # power cut in between would forget it again.
-            self.faults.raise_("weld", "contacts closed with the coil off at power-up (welded)",
-                               self.contactor.cmd_at)
-            self.faults.save_latched()
+            # and save at once instead of waiting out AUX_MS: a power cut in
+            # between would forget it again.
+            if self.faults.raise_("weld", "contacts closed with the coil off at power-up (welded)",
+                                  self.contactor.cmd_at):
+                self.faults.save_latched()
 
     # --- commands from above -------------------------------------------------
     def authorize(self, id_tag="FREEVEND"):
