@@ -19,7 +19,7 @@ import os
 import signal
 
 import pytest
-from scope import charge, fault, scope
+from scope import fault
 
 TICK_MS = 10
 AUX_MS = 1000  # a contactor still closed this long after opening is welded
@@ -34,8 +34,19 @@ def tdiff(a, b):
     return ((a - b + PERIOD // 2) % PERIOD) - PERIOD // 2
 
 
+def scope(fw, since=0, what=None, value=None):
+    """(t, value) of the scope's events at or after `since` (compared on the
+    wrapping tick counter), optionally of one kind (and value)."""
+    return [(t, v) for t, c, w, v in events(fw, since)
+            if (what is None or w == what) and (value is None or v == value)]
+
+
+def events(fw, since=0):
+    return [e for e in fw.trace(0) if tdiff(e[0], since) >= 0]
+
+
 def coil_closes(fw):
-    return scope(fw, 0, "coil", True)
+    return scope(fw, booted_at(fw), "coil", True)
 
 
 def booted_at(fw):
@@ -160,7 +171,7 @@ def test_pp_is_read_when_the_plug_in_passes_through_e_or_f(fw, via):
     assert c["limits"]["cable"] == 13000, c["limits"]
     assert c["offered_ma"] <= 13000, c
     assert c["current_ma"] <= 13000 * 11 // 10, c
-    assert all(v == 1000 or v <= 13000 // 60 for t, v in scope(fw, 0, "duty")), scope(fw, 0, "duty")
+    assert all(v == 1000 or v <= 13000 // 60 for t, v in scope(fw, booted_at(fw), "duty")), scope(fw, booted_at(fw), "duty")
 
 
 def test_cable_rating_unknown_offers_nothing(fw):
@@ -219,7 +230,7 @@ def assert_unlocks_after_open(fw, since, closed, boot=None):
     coil = contacts = closed
     open_at = None if closed else (boot if boot is not None else since)
     releases = 0
-    for t, c, what, v in fw.trace(since):
+    for t, c, what, v in events(fw, since):
         if what == "coil":
             coil = v
         elif what == "contacts":
@@ -228,9 +239,9 @@ def assert_unlocks_after_open(fw, since, closed, boot=None):
             releases += 1
             cmd = t - LOCK_TRAVEL_MS
             assert open_at is not None and not contacts and not coil, \
-                "lock released at %d with the contacts closed: %s" % (t, fw.trace(since))
+                "lock released at %d with the contacts closed: %s" % (t, events(fw, since))
             assert tdiff(cmd, open_at) >= UNLOCK_MARGIN_MS, \
-                "unlock commanded %d ms after the contacts opened: %s" % (tdiff(cmd, open_at), fw.trace(since))
+                "unlock commanded %d ms after the contacts opened: %s" % (tdiff(cmd, open_at), events(fw, since))
             continue
         else:
             continue
@@ -338,7 +349,7 @@ def test_lock_released_only_after_the_contacts_are_open(make_fw, path):
     fw = make_fw(sets=["free_vend=false"])
     since, boot = PATHS[path](fw)
     if since is None:  # a new process: its scope starts at boot, contacts open
-        n = assert_unlocks_after_open(fw, 0, False, boot)
+        n = assert_unlocks_after_open(fw, boot, False, boot)
     else:
         n = assert_unlocks_after_open(fw, since, True)
     assert n >= 1, "the lock was never released on %s: %s" % (path, fw.trace(0))
@@ -353,7 +364,7 @@ def test_unplug_under_load_unlocks_after_the_contacts_open(fw):
     fw.advance(1000)
     apart = scope(fw, t, "contacts", False)[0][0]
     unlocked = scope(fw, t, "locked", False)[0][0]
-    assert tdiff(unlocked - LOCK_TRAVEL_MS, apart) >= UNLOCK_MARGIN_MS, fw.trace(t)
+    assert tdiff(unlocked - LOCK_TRAVEL_MS, apart) >= UNLOCK_MARGIN_MS, events(fw, t)
 
 
 def test_welded_contacts_keep_the_plug_locked_after_a_power_cut(fw):
@@ -365,4 +376,4 @@ def test_welded_contacts_keep_the_plug_locked_after_a_power_cut(fw):
     fw.advance(UNLOCK_FAULT_MS + 2000)
     c = fw.conn()
     assert fault(c, "weld") and c["aux"] and c["locked"] is True, c
-    assert scope(fw, 0, "locked", False) == []
+    assert scope(fw, booted_at(fw), "locked", False) == []
