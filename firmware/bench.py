@@ -221,8 +221,11 @@ class Bench:
         o = self._outlet(c)
         if name == "weld":
             o.contactor.welded = on
-            if not on and not o.contactor.coil:
-                o.contactor.closed = False
+            if not on and not o.contactor.coil and o.contactor.closed:
+                p = self._plant()
+                p.step(self.board.clock.ticks_ms())  # stamped now, not at the plant's last step
+                o.contactor.closed = False  # the technician frees the contacts
+                p.mark(c - 1, "contacts", False)
         elif name == "stuck_open":
             o.contactor.stuck_open = on
         elif name == "rcd":

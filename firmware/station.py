@@ -119,7 +119,7 @@ class Station:
             self.tick_errors += 1
             self.hw.safe(now)
             for c in self.connectors:
-                c.contactor.force_open()
+                c.contactor.force_open(now)
                 c.faults.raise_("internal", "control tick raised %r" % e, now)
             return None
 
@@ -178,7 +178,7 @@ class Station:
         now = self.clock.ticks_ms()
         self.hw.safe(now)
         for c in self.connectors:
-            c.contactor.force_open()
+            c.contactor.force_open(now)
             c.out = 0
             c.faults.raise_("watchdog", "control task stalled", now)
 

@@ -6,7 +6,10 @@
 # the filtered pilot and the faults, then decides the pilot output and the
 # contactor. The contactor is closed only while every condition holds:
 # pilot C (or D with ventilation), PWM on, diode check passed, authorized,
-# available, no blocking fault, and C stable for close_delay_ms.
+# available, no blocking fault, C stable for close_delay_ms, the plug locked,
+# and the aux contact read open with the coil off since the last opening (or
+# since power-up). The plug is released only once the aux contact has read
+# open for UNLOCK_MARGIN_MS.
 import time
 from micropython import const
 from firmware.evse import pilot as cp
@@ -24,6 +27,11 @@ OC_WINDOW_MS = const(7000)  # EVerest: (offered + 0.5 A) * 1.1 for 7 s
 OC_OPEN_MS = const(1000)  # after an overcurrent stop, open 1 s after PWM off
 FOLLOW_MS = const(5000)  # an EV may take this long to follow a lower duty
 SLOW_MS = const(1000)  # longest tickless sleep
+# The lock is released this long after the aux contact first reads open with
+# the coil off: the mirror contact may lead the main contacts by a few ms, and
+# an AC arc lasts until the next zero crossing (10 ms at 50 Hz).
+UNLOCK_MARGIN_MS = const(100)
+UNKNOWN = const(-1)  # a limit whose value is not known yet: nothing may be offered
 LIMITS = ("config", "cable", "derate", "external", "smart")  # smart: OCPP charging profiles
 
 # PP resistance (ohm) -> cable rating (mA), IEC 62196; outside = error.
@@ -35,9 +43,9 @@ def cable_ma(ohm):
         return None  # no PP circuit
     if ohm < _PP[0][0] or ohm > _PP[-1][0]:
         return 0
-    for lim, ma in _PP[1:]:
-        if ohm <= lim:
-            return ma
+    for k in range(1, len(_PP)):  # by index: a slice would allocate (called every tick)
+        if ohm <= _PP[k][0]:
+            return _PP[k][1]
     return 0
 
 
@@ -56,8 +64,12 @@ class Connector:
         self.faults = Faults(clock, log, self.name, store)
         self.energy = EnergyRegister(store, self.name)
         max_ma = int(cfg["max_current_a"] * 1000)
-        # Limits from above (LIMITS order), combined as the minimum. None = no limit.
-        self.limits = [max_ma, None, None, None, None]
+        # Limits from above (LIMITS order), combined as the minimum. None = no
+        # limit; UNKNOWN = a limit whose value is not known: offer 0 (PWM off).
+        # A socket's cable rating is unknown until PP is read for this plug-in.
+        self.socket = not cfg["cable_a"]  # a socket outlet locks the plug; a tethered cable does not
+        self.limits = [max_ma, UNKNOWN if self.socket else cfg["cable_a"] * 1000, None, None, None]
+        self.cable_read = None  # cable_ma() of the PP last read while plugged; None: not read yet
         self.offered_ma = 0
         self.limited_by = "config"
         self.out = DC_HIGH
@@ -76,10 +88,12 @@ class Connector:
         self.oc_ref_until = 0
         self.rcd_trips = 0
         self.rcd_retry_at = None
-        self.socket = not cfg["cable_a"]  # a socket outlet locks the plug; a tethered cable does not
-        self.lock_cmd = False
-        self.lock_at = 0
-        hw.lock(idx, False)
+        # The lock keeps its position unpowered: a plug locked before a reset
+        # stays locked until tick() may release it (contacts proven open).
+        self.lock_cmd = bool(hw.locked[idx]) and self.socket
+        self.lock_at = clock.ticks_ms()
+        hw.lock(idx, self.lock_cmd)
+        self.open_since = None  # first tick the aux read open with the coil off; None: not since the last close
         self.prev_state = cp.A
         self.vend_pending = False  # free vend: authorize this plug-in as soon as we may
         # Set from above (OCPP StopTransactionOnEVSideDisconnect and
@@ -95,6 +109,14 @@ class Connector:
         # Boot counts as a coil-off command: contacts still closed AUX_MS after
         # it are welded, by the same check as after every opening.
         self.contactor.cmd_at = clock.ticks_ms()
+        self.contactor.settled = False
+        if hw.aux[idx]:
+            # The coil is off at power-up: closed contacts now are welded. Latch
+            # and save at once instead of waiting out AUX_MS: a power cut in
+            # between would forget it again.
+            if self.faults.raise_("weld", "contacts closed with the coil off at power-up (welded)",
+                                  self.contactor.cmd_at):
+                self.faults.save_latched()
 
     # --- commands from above -------------------------------------------------
     def authorize(self, id_tag="FREEVEND"):
@@ -268,16 +290,28 @@ class Connector:
             if v is not None and v < best:
                 best, by = v, k
         self.limited_by = LIMITS[by]
-        return best
+        return best if best > 0 else 0  # UNKNOWN offers nothing
 
     def tick(self, now):
         # Returns the ms this connector can sleep (tickless simulation).
         hw, i, f = self.hw, self.idx, self.faults
         c = self.contactor
+        if f.unsaved:
+            f.save_latched()  # raised in a tick that did not finish
         st = self.pilot.update(now, hw.cp_hi[i], hw.cp_lo[i], 0 < self.out < DC_HIGH, self.out == DC_LOW)
         if st != self.prev_state:
             self._on_state(now, self.prev_state, st)
             self.prev_state = st
+        if c.cmd or hw.aux[i]:
+            self.open_since = None
+        elif self.open_since is None:
+            self.open_since = now  # contacts proven open (coil off, aux open)
+        if self.socket and st != cp.A:
+            # PP on every tick while plugged (E, F and invalid levels too): a
+            # new reading band acts at once; the same band costs nothing.
+            ma = cable_ma(hw.pp_ohm[i])
+            if ma != self.cable_read:
+                self._read_pp(now, ma)
         self._update_faults(now, st)
         offered = self._offered()
         blocking = f.blocking()
@@ -316,6 +350,9 @@ class Connector:
             # E, F or an invalid level is still a plug in the socket: only A unlocks at once.
             want_lock = self.hold_lock or (st != cp.A and not f.has("lock") and (live or (
                 self.session is not None and (since is None or tdiff(now, since) < UNLOCK_FAULT_MS))))
+            if not want_lock and self.lock_cmd and (
+                    self.open_since is None or tdiff(now, self.open_since) < UNLOCK_MARGIN_MS):
+                want_lock = True  # on every path: released only once the contacts are proven open
             if want_lock != self.lock_cmd:
                 self.lock_cmd = want_lock
                 self.lock_at = now
@@ -345,7 +382,7 @@ class Connector:
             else:
                 self.pwm_off_at = None
         elif (pwm and can_charge and self.pilot.diode_ok and self.authorized and not blocking and locked
-              and tdiff(now, self.pilot.since) >= self.cfg["close_delay_ms"]):
+              and self.open_since is not None and tdiff(now, self.pilot.since) >= self.cfg["close_delay_ms"]):
             c.close(now)
             self.pwm_off_at = None
             self.log.info(self.src, "contactor closed: EV in %s, %d mA offered" % (cp.NAMES[st], offered))
@@ -353,6 +390,8 @@ class Connector:
             self.pwm_off_at = None
             if self.stop_req is not None and self.session is not None:
                 self._end_session(self.stop_req)
+        if f.unsaved:
+            f.save_latched()  # after the coil decision: opening never waits on flash
         return self._quiet(now, st)
 
     def _why_open(self, st):
@@ -367,6 +406,9 @@ class Connector:
     def _on_state(self, now, old, st):
         self.log.info(self.src, "pilot %s -> %s" % (cp.NAMES[old], cp.NAMES[st]))
         if st == cp.A:
+            if self.socket:
+                self.cable_read = None  # the next plug-in is read anew
+                self.limits[1] = UNKNOWN
             self.faults.unplugged()
             if self.pilot.diode_fault:
                 self.pilot.clear_diode()
@@ -385,18 +427,25 @@ class Connector:
             self.stop_req = None
             self.id_tag = None
         elif old == cp.A and cp.B <= st <= cp.D:
-            pp = cable_ma(self.hw.pp_ohm[self.idx])
-            if self.cfg["cable_a"]:
-                pp = self.cfg["cable_a"] * 1000
-            if pp == 0:
-                self.faults.raise_("cable", "cable PP %d ohm outside 60..4500 ohm" % self.hw.pp_ohm[self.idx], now)
-            self.set_limit("cable", pp)
             if self.session is not None:
                 pass  # back to a session kept over an EV-side disconnect
             elif self.authorized:
                 self._start_session(now)  # identified before plugging in
             else:
                 self.vend_pending = self.cfg["free_vend"]
+
+    def _read_pp(self, now, ma):
+        # The cable rating from PP (socket outlets): unknown or out of range
+        # offers nothing.
+        self.cable_read = ma
+        ohm = self.hw.pp_ohm[self.idx]
+        if ma is None:
+            self.log.warn(self.src, "no PP reading: cable rating unknown, offering 0 A")
+        elif ma == 0:
+            self.faults.raise_("cable", "cable PP %d ohm outside 60..4500 ohm" % ohm, now)
+        else:
+            self.log.info(self.src, "cable PP %d ohm: %d A" % (ohm, ma // 1000))
+        self.set_limit("cable", ma if ma else UNKNOWN)
 
     def _quiet(self, now, st):
         # How long nothing here can change without an input changing.
@@ -406,6 +455,7 @@ class Connector:
                 or self.pwm_off_at is not None or self.hw.aux[self.idx] != c.cmd
                 or (self.socket and self.hw.locked[self.idx] != self.lock_cmd)
                 or tdiff(now, c.cmd_at) < AUX_MS + GROUND_MS + 100
+                or (self.open_since is not None and tdiff(now, self.open_since) < UNLOCK_MARGIN_MS)
                 or (self.pwm_on_at is not None and tdiff(now, self.pwm_on_at) < 100)):
             return 0
         if (0 < self.out < DC_HIGH and not c.cmd and st in (cp.C, cp.D)
@@ -456,7 +506,7 @@ class Connector:
             "offered_ma": self.offered_ma,
             "limit_ma": self._offered(),
             "limited_by": self.limited_by,
-            "limits": {k: self.limits[i] for i, k in enumerate(LIMITS)},
+            "limits": {k: "unknown" if self.limits[i] == UNKNOWN else self.limits[i] for i, k in enumerate(LIMITS)},
             "contactor": self.contactor.cmd,
             "aux": bool(self.hw.aux[self.idx]),
             "locked": bool(self.hw.locked[self.idx]) if self.socket else None,

@@ -18,6 +18,10 @@ class Contactor:
         self.idx = idx
         self.cmd = False  # coil energised
         self.cmd_at = 0
+        # AUX_MS has passed since cmd_at. Latched, because a tick stamp older
+        # than 2^29 ms (6.2 days idle) reads as the future through ticks_diff:
+        # without the latch the aux checks would go blind for the next 6.2 days.
+        self.settled = False
         self.closed_at = None  # when aux confirmed closed
         self.opens = 0  # switching counts, for the service log
         self.closes = 0
@@ -28,6 +32,7 @@ class Contactor:
         if not self.cmd:
             self.cmd = True
             self.cmd_at = now
+            self.settled = False
             self.closes += 1
             self.hw.contactor(self.idx, True)
 
@@ -35,11 +40,17 @@ class Contactor:
         if self.cmd:
             self.cmd = False
             self.cmd_at = now
+            self.settled = False
             self.opens += 1
             self.hw.contactor(self.idx, False)
 
-    def force_open(self):
-        # From the watchdog, outside the control loop; drive the coil only.
+    def force_open(self, now):
+        # From the watchdog or a failed tick, outside the normal sequence:
+        # drive the coil only. An opening all the same: the aux gets its
+        # AUX_MS to follow before a closed reading means a weld.
+        if self.cmd:
+            self.cmd_at = now
+            self.settled = False
         self.cmd = False
         self.hw.contactor(self.idx, False)
 
@@ -48,7 +59,9 @@ class Contactor:
         # constant format) with its value in self.cause_arg (None: no value),
         # for Faults.raise_ to format only if the fault is new. Nothing is
         # built here: the control tick calls this every period.
-        settled = ticks_diff(now, self.cmd_at) >= AUX_MS
+        settled = self.settled
+        if not settled and ticks_diff(now, self.cmd_at) >= AUX_MS:
+            self.settled = settled = True
         if self.cmd:
             if aux:
                 if self.closed_at is None:

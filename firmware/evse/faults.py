@@ -6,7 +6,9 @@
 #   RECOVERABLE blocks charging; clears by itself when the cause is gone
 #               (or by the retry policy); some also clear on unplug
 #   LATCHED     blocks charging; persisted, survives reboot, cleared only by a
-#               service command once the cause is gone
+#               service command once the cause is gone. Saved (atomic record)
+#               in the tick that raised it, not by the periodic store task: a
+#               power cut a moment later must not forget it.
 # Every blocking fault opens the contactor, holds the pilot at F for at least
 # HOLD_F_MS, then returns to B1/C1 (+12 V, no PWM).
 from firmware.core.clock import ticks_add, ticks_diff  # ticks wrap at 2^30 as on the boards
@@ -75,6 +77,7 @@ class Faults:
         self.active = {}
         self.hold_until = None  # pilot F until this tick
         self.changed = False  # set on every raise/clear; the station persists latched ones
+        self.unsaved = False  # a latched fault raised and not yet saved (the connector saves it this tick)
         # Summaries the control loop asks for every tick, recomputed only when
         # a fault comes or goes, so a tick allocates nothing.
         self._blocking = False
@@ -140,7 +143,20 @@ class Faults:
         else:
             self.log.warn("conn%s" % self.name, "%s: %s" % (code, cause))
         self.changed = True
+        if sev == LATCHED:
+            self.unsaved = True
         return True
+
+    def save_latched(self):
+        # Write the latched faults now (store.write: new file, then rename).
+        # A failed write is logged and left to the store task to retry.
+        self.unsaved = False
+        if not self.store:
+            return
+        try:
+            self.store.write(self._key(), self.latched_records())
+        except OSError as e:
+            self.log.error("conn%s" % self.name, "saving latched faults failed: %r" % e)
 
     def clear(self, code, why):
         f = self.active.pop(code, None)
@@ -148,6 +164,8 @@ class Faults:
             self._recount()
             self.log.info("conn%s" % self.name, "cleared %s: %s" % (code, why))
             self.changed = True
+            if TABLE[code][0] == LATCHED:
+                self.save_latched()  # a service command, outside the control tick
         return f is not None
 
     def has(self, code):

@@ -129,8 +129,11 @@ class Plant:
             o._lock_at = ticks_add(self.now or 0, LOCK_MS)
 
     def power_lost(self):
-        for o in self.outlets:
+        for i, o in enumerate(self.outlets):
+            was = o.contactor.closed
             o.contactor.power_lost()
+            if was and not o.contactor.closed:
+                self.mark(i, "contacts", False)  # the scope sees them fall with the supply
             o.duty = 0
             o.rcd_tripped = False
 
