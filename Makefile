@@ -1,6 +1,8 @@
 # Two commands do everything on a fresh machine:
 #   make sim    the firmware on the MicroPython Unix port with the simulated plant
 #   make test   the whole test suite
+#   make image BOARD=rp2040|unix|esp32   a MicroPython v1.28.0 image with the
+#               project frozen in (README "Building firmware images")
 # Both create the pinned virtualenv (.venv) first.
 
 PYTHON ?= python3
@@ -15,7 +17,7 @@ SIM_ARGS ?=
 # Every module that runs on a board: the firmware package and the board layers.
 MPY_SRC := $(shell find firmware boards -name '*.py' ! -name 'manifest.py' | sort)
 
-.PHONY: all venv sim test mpy bench clean flash-bundle
+.PHONY: all venv sim test mpy bench clean flash-bundle image
 
 all: test
 
@@ -55,6 +57,15 @@ PORT ?=
 flash-bundle: $(STAMP)
 	@test -n "$(BUNDLE)" || { echo "usage: make flash-bundle BUNDLE=fw.signed [PORT=/dev/ttyUSB0] [FLASH_ARGS=--dry-run]"; exit 2; }
 	$(BIN)/python tools/flash_bundle.py $(BUNDLE) $(if $(PORT),--port $(PORT)) $(FLASH_ARGS)
+
+# A MicroPython v1.28.0 image with the project frozen in, built by
+# tools/image.py from MICROPY_DIR or the offline source bundle; results in
+# build/image/<board>/. IMAGE_ARGS=--dry-run prints the commands instead.
+BOARD ?=
+MICROPY_DIR ?=
+image:
+	@test -n "$(BOARD)" || { echo "usage: make image BOARD=rp2040|unix|esp32 [MICROPY_DIR=...] [IMAGE_ARGS=--dry-run]"; exit 2; }
+	$(PYTHON) tools/image.py $(BOARD) $(if $(MICROPY_DIR),--micropy-dir $(MICROPY_DIR)) $(IMAGE_ARGS)
 
 clean:
 	rm -rf build $(VENV) .pytest_cache .hypothesis
