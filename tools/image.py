@@ -200,7 +200,7 @@ class Builder:
         # viper functions (boards/common/hal.py) need it spelled out.
         self.run(["make", "-C", os.path.join(src, "ports", "unix"), "-j" + JOBS,
                   "VARIANT=standard", "BUILD=" + self.out,
-                  "PROG=" + os.path.join(self.out, "micropython"),
+                  "PROG=micropython",  # relative to BUILD
                   "MICROPY_PY_FFI=0", "MICROPY_PY_BTREE=0",
                   "FROZEN_MANIFEST=" + manifest, "MPY_CROSS_FLAGS=-march=" + _host_arch()])
         if self.dry_run:
