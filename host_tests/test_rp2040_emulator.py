@@ -76,3 +76,64 @@ def test_charger_boots_and_the_bench_repl_answers(emu):
     assert "connector 1  Available     pilot A (+12.0 V / +12.0 V)  PWM off (+12 V)" in out, out
     assert "temperature 25.0 C" in out and "limit 16.0 A (config)" in out, out
     assert "faults: none" in out, out
+
+
+# --- the plant through the pins (all times emulated) -------------------------------
+def _coil_events(emu):
+    return [e for e in emu.events() if e["what"] == "coil"]
+
+
+def _opens_within(emu, change_ms, limit_ms, run_ms=300):
+    emu.run(run_ms)
+    offs = [e for e in _coil_events(emu) if not e["on"]]
+    assert offs, "the contactor did not open"
+    took = offs[0]["t_us"] / 1000 - change_ms
+    assert 0 <= took <= limit_ms, "contactor opened %.1f ms after the change" % took
+    assert not emu.state()["coil"]
+    return took
+
+
+def test_plug_and_charge_at_the_duty_for_the_configured_current(emu):
+    # The plant's CT sits on ADC1 (GP27), as the config maps it; no PP.
+    emu.plant(pins={"pp_adc_ch": None, "ct_adc_ch": 1}, ev="B", ev_max_a=32)
+    emu.events()
+    emu.run(300)
+    s = emu.state()
+    # 16 A configured: 16 / 0.6 = 26.6 % duty, read back from the PWM slice.
+    assert s["pilot_duty_pm"] == 266, s
+    assert not s["coil"]
+    t_c = emu.call("plant", ev="C")["t_ms"]
+    emu.run(1800)  # close delay (100 ms), then one meter window (1 s)
+    on = [e for e in _coil_events(emu) if e["on"]]
+    assert on and on[0]["t_us"] / 1000 - t_c >= CONFIG["close_delay_ms"], on
+    s = emu.state()
+    assert s["coil"] and s["aux"] and s["current_a"] > 15.9, s
+    out = emu.command("status()")
+    assert "Charging      pilot C (+6.0 V / -12.0 V)  PWM 26.6% = 16.0 A" in out, out
+    assert "contactor closed (aux closed)" in out, out
+    # The CT through the ADC: 16 A RMS measured (the meter's model: +-0.5 A).
+    amps = float(out.split("kW  ")[1].split(" A")[0])
+    assert 15.5 <= amps <= 16.5, out
+    free = int(emu.command("import gc; gc.collect(); print(gc.mem_free())"))
+    print("emulated gc.mem_free() while charging: %d B" % free)
+    assert free > 100 * 1024
+
+
+def test_c_to_b_opens_within_100_ms(emu):
+    emu.events()
+    t = emu.call("plant", ev="B")["t_ms"]
+    took = _opens_within(emu, t, 100)
+    print("C->B: contactor open %.1f ms (emulated) after the pilot change" % took)
+    assert "SuspendedEV" in emu.command("status()")
+
+
+def test_rcd_trip_opens_within_100_ms(emu):
+    emu.call("plant", ev="C")
+    emu.run(400)
+    assert emu.state()["coil"]
+    emu.events()
+    t = emu.call("plant", rcd_tripped=True)["t_ms"]
+    took = _opens_within(emu, t, 100)
+    print("RCD trip: contactor open %.1f ms (emulated) after the trip" % took)
+    out = emu.command("status()")
+    assert "fault rcd" in out.lower() or "residual" in out.lower(), out
