@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -81,9 +82,11 @@ class HarnessError(Exception):
 
 class Rp2040Emulator:
     def __init__(self, uf2, rom, node="node"):
+        # stderr to a file: a chatty emulator must not block on a full pipe.
+        self.err = open(os.environ["EMU_STDERR"], "w+") if os.environ.get("EMU_STDERR") else tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
-            [node, os.path.join(EMU_DIR, "run.js"), "--image", uf2, "--bootrom", rom],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+            [node, "--max-old-space-size=256", os.path.join(EMU_DIR, "run.js"), "--image", uf2, "--bootrom", rom],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, text=True, bufsize=1)
         self.console = ""  # everything the USB CDC console printed
 
     def call(self, cmd, **kw):
@@ -92,7 +95,9 @@ class Rp2040Emulator:
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
         if not line:
-            raise HarnessError("emulator exited: %s" % self.proc.stderr.read()[-2000:])
+            self.proc.wait()
+            self.err.seek(0)
+            raise HarnessError("emulator exited: %s" % self.err.read()[-2000:])
         r = json.loads(line)
         if not r.get("ok"):
             raise HarnessError(r.get("error"))
@@ -104,9 +109,10 @@ class Rp2040Emulator:
     def send(self, text):
         self.call("send", text=text)
 
-    def until(self, text, ms):
-        """Runs emulated time until the console shows text (since the last take())."""
-        r = self.call("until", text=text, ms=ms)
+    def until(self, text, ms, after=None):
+        """Runs emulated time until the console shows text (since the last take()),
+        after the string `after` when given."""
+        r = self.call("until", text=text, ms=ms, after=after)
         if not r["found"]:
             raise HarnessError("%r not seen within %d ms of emulated time; console:\n%s"
                                % (text, ms, self.peek()[-2000:]))
@@ -125,11 +131,9 @@ class Rp2040Emulator:
         """Types one line at a prompt; returns what it printed before the next prompt."""
         self.take()
         self.send(line + "\r")
-        self.until(prompt, ms)
+        self.until(prompt, ms, after=line)  # the echo, then the next prompt
         out = self.take()
-        out = out.rsplit(prompt, 1)[0]
-        if out.startswith(line):
-            out = out[len(line):]  # the echo
+        out = out.split(line, 1)[1].split(prompt, 1)[0]
         return out.strip("\r\n")
 
     def plant(self, **kw):
@@ -149,3 +153,4 @@ class Rp2040Emulator:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.err.close()

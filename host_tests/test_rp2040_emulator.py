@@ -136,4 +136,49 @@ def test_rcd_trip_opens_within_100_ms(emu):
     took = _opens_within(emu, t, 100)
     print("RCD trip: contactor open %.1f ms (emulated) after the trip" % took)
     out = emu.command("status()")
-    assert "fault rcd" in out.lower() or "residual" in out.lower(), out
+    assert "fault rcd (recoverable, GroundFailure)" in out, out
+
+
+def test_stalled_control_loop_is_reset_by_the_hardware_watchdog(emu):
+    emu.plant(ev="A", rcd_tripped=False)
+    emu.run(200)
+    emu.events()
+    emu.take()
+    # The bench's stall(): the control task stops; nothing feeds the
+    # RP2040's watchdog (4 s, boards/rp2040/port.py) and it resets the chip.
+    emu.send("stall(20000)\r")
+    t = emu.call("run", ms=50)["t_ms"]
+    emu.until("bench REPL", 10000)
+    resets = [e for e in emu.events() if e["what"] == "watchdog_reset"]
+    assert len(resets) == 1, resets
+    took = resets[0]["t_us"] / 1000 - t
+    print("stall: watchdog reset %.0f ms (emulated) after the stall" % took)
+    assert 3500 <= took <= 5000, took
+    emu.until(">>> ", 2000)
+    out = emu.command("status()")
+    assert "boot #2" in out and "Available" in out, out
+
+
+def test_thermal_derate_through_the_ntc(emu):
+    emu.plant(ev="C", temp_c=25)
+    emu.run(600)
+    assert emu.state()["pilot_duty_pm"] == 266
+    emu.plant(temp_c=66.0)  # past the first point of the curve: 50 %
+    emu.run(2500)
+    s = emu.state()
+    assert s["pilot_duty_pm"] == 133, s  # 8 A
+    out = emu.command("status()")
+    assert "derate 50%" in out and "temperature 66.0 C" in out, out
+
+
+def test_weld_detected_through_aux(emu):
+    emu.plant(temp_c=25)
+    assert emu.state()["coil"]
+    emu.plant(welded=True)
+    emu.events()
+    t = emu.call("plant", ev="B")["t_ms"]
+    _opens_within(emu, t, 100)
+    assert emu.state()["aux"]  # the coil is off, the aux contact still closed
+    emu.run(300)
+    out = emu.command("status()")
+    assert "fault weld (latched, PowerSwitchFailure)" in out, out

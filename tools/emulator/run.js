@@ -11,6 +11,7 @@
 //   {"cmd": "run", "ms": 100}                          run emulated time
 //   {"cmd": "send", "text": "status()\r"}              type into the USB CDC REPL
 //   {"cmd": "until", "text": ">>> ", "ms": 5000}       run until the console shows text
+//                                  (optional "after": only text after that string counts)
 //   {"cmd": "plant", ...}                              set the world outside (see Plant.set)
 //   {"cmd": "state"}                                   pins and plant as they are now
 //   {"cmd": "events", "clear": true}                   relay / pilot / watchdog events seen
@@ -30,6 +31,7 @@ const { Simulator, USBCDC, ConsoleLogger, LogLevel } = require('rp2040js');
 
 const FLASH_BASE = 0x10000000;
 const CYCLE_NS = 8; // 125 MHz
+const DEBUG = !!process.env.EMU_DEBUG;
 
 // --- arguments --------------------------------------------------------------------
 function parseArgs(argv) {
@@ -137,7 +139,8 @@ function installFlashShim(mcu) {
   ssi.writeUint32 = (offset, value) => {
     if (offset === 0x60) {
       if (!csLow && rx.length === 0) cmd = [];
-      rx.push(respond(value & 0xff));
+      const b = respond(value & 0xff);
+      if (rx.length < 16) rx.push(b); // the SSI's RX FIFO is 16 deep
       return;
     }
     if (offset === 0x08 && value === 0) { rx.length = 0; cmd = []; }
@@ -215,7 +218,7 @@ class Plant {
     if (ch === p.ct_adc_ch) {
       // SCT-013-000 (2000 turns) into 22 ohm on a 1.65 V bias, 50 Hz.
       const amps = this.currentA();
-      const t = this.mcu.clock.nanos / 1e9;
+      const t = this.now() / 1e9;
       const peakMv = amps * Math.SQRT2 / 2000 * 22 * 1000;
       return p.vref / 2 + peakMv * Math.sin(2 * Math.PI * 50 * t);
     }
@@ -223,7 +226,7 @@ class Plant {
   }
 
   offeredA() {
-    const d = this.mcu.pwmDutyPm ?? 0;
+    const d = this.dutyPm ?? 0;
     if (d >= 100 && d <= 850) return d * 0.6 / 10;
     if (d > 850 && d <= 960) return (d - 640) * 2.5 / 10;
     return 0;
@@ -253,7 +256,7 @@ class Plant {
     const coil = g[this.p.relay].outputValue;
     if (coil !== this.coil) {
       this.coil = coil;
-      this.events.push({ t_us: this.mcu.clock.nanos / 1000, what: 'coil', on: coil });
+      this.events.push({ t_us: this.now() / 1000, what: 'coil', on: coil });
     }
     this.drive();
   }
@@ -271,121 +274,135 @@ function pilotDutyPm(mcu, pin) {
 }
 
 // --- the machine -------------------------------------------------------------------
+// A chip reset (the watchdog's) is a fresh rp2040js instance with the flash
+// contents carried over: rp2040js's own reset() only resets the core and the
+// PWM (and erases the flash), and a half-reset chip does not boot again.
+// Emulated time runs on across resets (`base` + the chip's own clock).
 function main() {
   const args = parseArgs(process.argv);
-  const sim = new Simulator();
-  const mcu = sim.rp2040;
-  mcu.logger = new ConsoleLogger(LogLevel.Error, true);
-  mcu.loadBootrom(loadBootrom(args.bootrom)); // first: it resets, which erases the flash
-  loadImage(mcu.flash, args.image);
-  installFlashShim(mcu);
-  // shim: BOOTSEL released (the chip select line reads high).
-  Object.defineProperty(mcu.qspi[1], 'inputValue', { get: () => true });
-
+  const rom = loadBootrom(args.bootrom);
   const events = [];
-  const plant = new Plant(mcu, events);
-  let output = '';
-  let outputAll = '';
   const input = [];
+  const stats = { instructions: 0 };
+  let output = '';
   let resets = 0;
+  let base = 0; // ns of emulated time before this chip's power-on
+  let mcu = null;
+  let pendingReset = false;
+  const plant = new Plant(null, events);
+  const now = () => base + mcu.clock.nanos;
+  plant.now = now;
 
-  function boot() {
-    mcu.core.PC = FLASH_BASE;
+  function powerOn(flashContent, reason) {
+    const old = mcu;
+    if (old) base += old.clock.nanos;
+    const sim = new Simulator();
+    mcu = sim.rp2040;
+    mcu.logger = new ConsoleLogger(LogLevel.Error, true);
+    mcu.onBreak = (code) => {
+      events.push({ t_us: now() / 1000, what: 'break', code, pc: mcu.core.PC });
+    };
+    mcu.loadBootrom(rom); // first: it resets, which erases the flash
+    if (flashContent) mcu.flash.set(flashContent);
+    else loadImage(mcu.flash, args.image);
+    installFlashShim(mcu);
+    // shim: BOOTSEL released (the chip select line reads high).
+    Object.defineProperty(mcu.qspi[1], 'inputValue', { get: () => true });
+    const watchdog = mcu.peripherals[0x40058];
+    if (reason) watchdog.reason = reason; // machine.reset_cause() says WDT_RESET
+    // shim: the watchdog resets the chip (rp2040js only logs it).
+    watchdog.onWatchdogTrigger = () => {
+      // Stop its timer here: left running at count 0 its alarm fires again
+      // at the same instant, for ever (rp2040js expects a reset right away).
+      watchdog.alarm.enable = false;
+      watchdog.timer.enable = false;
+      if (pendingReset) return;
+      events.push({ t_us: now() / 1000, what: 'watchdog_reset' });
+      resets++;
+      pendingReset = true;
+    };
+    plant.mcu = mcu;
+    for (const p of [plant.p.relay, plant.p.lock]) {
+      if (p != null) mcu.gpio[p].addListener(() => plant.outputs());
+    }
+    // The ADC reads the plant at the moment of the conversion.
+    const adc = mcu.adc;
+    adc.onADCRead = (ch) => {
+      const mv = Math.max(0, Math.min(3300, plant.adcMv(ch)));
+      adc.currentChannel = ch;
+      adc.channelValues[ch] = Math.round(mv * 4095 / 3300);
+      adc.sampleAlarm.schedule(adc.sampleTime * 1000);
+    };
+    plant.coil = false;
+    mcu.core.PC = FLASH_BASE; // boot stage 2, as rp2040js's MicroPython demo does
     const cdc = new USBCDC(mcu.usbCtrl);
     cdc.onDeviceConnected = () => { cdc.sendSerialByte(13); };
     cdc.onSerialData = (buf) => {
-      const s = Buffer.from(buf).toString('latin1');
-      output += s;
-      outputAll += s;
+      output += Buffer.from(buf).toString('latin1');
+      if (output.length > 1 << 20) output = output.slice(-(1 << 19)); // a runaway print loop
     };
     // rp2040js answers every OUT read at once, with zero bytes when it has
     // nothing: the device re-arms at once and the USB stack spins at full
     // speed. Hold the read until there is input, as a real host does.
     const answerRead = mcu.usbCtrl.onEndpointRead;
-    cdc.pendingRead = null;
+    let pendingRead = null;
     mcu.usbCtrl.onEndpointRead = (ep, size) => {
       if (ep === cdc.outEndpoint && cdc.txFIFO.itemCount === 0) {
-        cdc.pendingRead = size;
+        pendingRead = size;
         return;
       }
       answerRead(ep, size);
     };
     cdc.flushRead = () => {
-      if (cdc.pendingRead != null && cdc.txFIFO.itemCount > 0) {
-        const size = cdc.pendingRead;
-        cdc.pendingRead = null;
+      if (pendingRead != null && cdc.txFIFO.itemCount > 0) {
+        const size = pendingRead;
+        pendingRead = null;
         answerRead(cdc.outEndpoint, size);
       }
     };
     mcu.cdc = cdc;
+    input.length = 0; // what was typed before the reset is lost
     plant.drive();
   }
-  for (const p of [plant.p.relay, plant.p.lock]) {
-    if (p != null) mcu.gpio[p].addListener(() => plant.outputs());
-  }
 
-  // Overrides the ADC: the conversion reads the plant at that instant.
-  const adc = mcu.adc;
-  adc.onADCRead = (ch) => {
-    const mv = Math.max(0, Math.min(3300, plant.adcMv(ch)));
-    adc.sampleAlarm.schedule(adc.sampleTime * 1000);
-    adc.currentChannel = ch;
-    adc.channelValues[ch] = Math.round(mv * 4095 / 3300);
-  };
-
-  // shim: a watchdog reset restarts the chip with the flash kept.
-  mcu.peripherals[0x40058].onWatchdogTrigger = () => {
-    events.push({ t_us: mcu.clock.nanos / 1000, what: 'watchdog_reset' });
-    resets++;
-    mcu.pendingReset = true;
-    sim.stop();
-  };
-
-  function doReset() {
-    mcu.pendingReset = false;
-    const keep = new Uint8Array(mcu.flash);
-    const watchdog = mcu.peripherals[0x40058];
-    const scratch = new Uint32Array(watchdog.scratchData);
-    mcu.reset();
-    mcu.flash.set(keep);
-    // A real chip reset also resets the peripherals; rp2040js only resets
-    // the core and PWM, which is enough for MicroPython's boot.
-    watchdog.scratchData.set(scratch);
-    watchdog.enable = false;
-    watchdog.timer.enable = false;
-    watchdog.alarm.enable = false;
-    boot();
-  }
-
-  const stats = { instructions: 0 };
   let lastDuty = -1;
   function trackPilot() {
     const d = pilotDutyPm(mcu, plant.p.cp_pwm);
-    mcu.pwmDutyPm = d;
+    plant.dutyPm = d;
     if (d !== lastDuty) {
-      events.push({ t_us: mcu.clock.nanos / 1000, what: 'pilot', duty_pm: d });
+      events.push({ t_us: now() / 1000, what: 'pilot', duty_pm: d });
       lastDuty = d;
     }
   }
 
-  // Runs emulated time up to `ns` more, or until stop() returns true
-  // (checked every 0.1 ms of emulated time).
+  // Runs emulated time `ns` more, or until stop() returns true (checked
+  // every 0.1 ms of emulated time, when the console input is fed too).
   function run(ns, stop) {
-    const clock = mcu.clock;
-    const core = mcu.core;
-    const end = clock.nanos + ns;
-    let check = clock.nanos + 100000;
-    while (clock.nanos < end) {
+    const end = now() + ns;
+    let check = now() + 100000;
+    while (now() < end) {
+      const clock = mcu.clock;
+      const core = mcu.core;
+      const t = base + clock.nanos;
       if (core.waiting) {
-        const step = Math.min(clock.nanosToNextAlarm, end - clock.nanos, check - clock.nanos);
+        const step = Math.min(clock.nanosToNextAlarm, end - t, check - t);
         clock.tick(Math.max(step, CYCLE_NS));
       } else {
-        clock.tick(core.executeInstruction() * CYCLE_NS);
+        // A lockup (BKPT, a fault in a fault) can report 0 cycles: time moves on anyway.
+        clock.tick(Math.max(1, core.executeInstruction()) * CYCLE_NS);
         stats.instructions++;
+        if (DEBUG && stats.instructions % 2000000 === 0) {
+          process.stderr.write(`t=${(now() / 1e6).toFixed(1)}ms pc=${core.PC.toString(16)} waiting=${core.waiting}\n`);
+        }
       }
-      if (mcu.pendingReset) doReset();
-      if (clock.nanos >= check) {
-        check = clock.nanos + 100000;
+      if (pendingReset) {
+        pendingReset = false;
+        const keep = mcu.flash.slice(0, 2 * 1024 * 1024); // the Pico's 2 MiB flash chip
+        if (resets > 20) throw new Error('more than 20 watchdog resets');
+        powerOn(keep, 1);
+      }
+      if (now() >= check) {
+        check = now() + 100000;
         trackPilot();
         while (input.length && !mcu.cdc.txFIFO.full) mcu.cdc.sendSerialByte(input.shift());
         mcu.cdc.flushRead();
@@ -395,17 +412,21 @@ function main() {
     return false;
   }
 
-  boot();
+  powerOn(null, 0);
 
   const handlers = {
     run: (r) => { run(r.ms * 1e6); return {}; },
     send: (r) => { for (const b of Buffer.from(r.text, 'latin1')) input.push(b); return {}; },
     until: (r) => {
-      const t0 = mcu.clock.nanos;
-      const found = run(r.ms * 1e6, () => output.includes(r.text));
-      return { found, waited_ms: (mcu.clock.nanos - t0) / 1e6 };
+      const t0 = now();
+      // With `after`: the text must come after the first `after` (a command's echo).
+      const seen = r.after == null ? () => output.includes(r.text) : () => {
+        const i = output.indexOf(r.after);
+        return i >= 0 && output.indexOf(r.text, i + r.after.length) >= 0;
+      };
+      const found = run(r.ms * 1e6, seen);
+      return { found, waited_ms: (now() - t0) / 1e6 };
     },
-    stats: () => ({ instructions: stats.instructions, pc: mcu.core.PC }),
     plant: (r) => { plant.set(r); return {}; },
     state: () => ({
       pilot_duty_pm: pilotDutyPm(mcu, plant.p.cp_pwm),
@@ -414,7 +435,8 @@ function main() {
     }),
     events: (r) => { const e = events.slice(); if (r.clear) events.length = 0; return { events: e }; },
     output: (r) => { const o = output; if (r.clear) output = ''; return { text: o }; },
-    save_flash: (r) => { fs.writeFileSync(r.path, mcu.flash.subarray(0, 2 * 1024 * 1024)); return {}; },
+    stats: () => ({ instructions: stats.instructions, pc: mcu.core.PC, events: events.length,
+                    output: output.length, resets }),
   };
 
   const rl = readline.createInterface({ input: process.stdin });
@@ -425,7 +447,7 @@ function main() {
       const h = handlers[r.cmd];
       if (!h) throw new Error('unknown cmd ' + r.cmd);
       const res = h(r);
-      reply = Object.assign({ ok: true, t_ms: mcu.clock.nanos / 1e6 }, res);
+      reply = Object.assign({ ok: true, t_ms: now() / 1e6 }, res);
     } catch (e) {
       reply = { ok: false, error: String(e && e.stack || e) };
     }
