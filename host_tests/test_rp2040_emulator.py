@@ -149,7 +149,7 @@ def test_stalled_control_loop_is_reset_by_the_hardware_watchdog(emu):
     emu.send("stall(20000)\r")
     t = emu.call("run", ms=50)["t_ms"]
     emu.until("bench REPL", 10000)
-    resets = [e for e in emu.events() if e["what"] == "watchdog_reset"]
+    resets = [e for e in emu.events() if e["what"] == "watchdog_reset" and e["timeout"]]
     assert len(resets) == 1, resets
     took = resets[0]["t_us"] / 1000 - t
     print("stall: watchdog reset %.0f ms (emulated) after the stall" % took)
@@ -182,3 +182,30 @@ def test_weld_detected_through_aux(emu):
     out = emu.command("status()")
     assert "contactor open (aux closed)" in out, out
     assert "fault weld (latched, PowerSwitchFailure)" in out, out
+
+
+def test_socket_reads_the_cable_rating_through_pp(emu):
+    # The default Pico map: a socket, PP on ADC1 (GP27) with its 1 k pull-up.
+    cfg = {"id": "EMU0001", "max_current_a": 32}
+    out = emu.command("f=open('config.json','w'); f.write(%r); f.close()" % json.dumps(cfg))
+    assert "error" not in out, out
+    emu.plant(pins={"pp_adc_ch": 1, "ct_adc_ch": None}, ev="A", welded=False, temp_c=25,
+              pp_ohm=680)  # a 20 A cable plugged into the socket
+    emu.take()
+    emu.send("reboot()\r")
+    emu.until("bench REPL", 20000)
+    emu.until(">>> ", 2000)
+    emu.plant(ev="B")
+    emu.run(500)
+    out = emu.command("print(hw.info()['pp_ohm'])")
+    assert 650 <= int(out.strip("[]")) <= 710, out
+    out = emu.command("c=bench.status()['connectors'][0]; print(c['limit_ma'], c['limited_by'], c['duty_pm'])")
+    print("socket, 680 ohm PP: limit_ma limited_by duty_pm =", out)
+    assert out.startswith("20000 "), out
+
+
+@pytest.mark.xfail(reason="status() formats energy_wh / 1000 and the default Pico map has no meter "
+                   "(energy_wh None): TypeError at the bench REPL (firmware/repl.py format_status)")
+def test_status_at_the_bench_repl_without_a_meter(emu):
+    out = emu.command("status()")
+    assert "error" not in out, out

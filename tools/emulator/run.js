@@ -317,7 +317,8 @@ function main() {
       watchdog.alarm.enable = false;
       watchdog.timer.enable = false;
       if (pendingReset) return;
-      events.push({ t_us: now() / 1000, what: 'watchdog_reset' });
+      // reason 1: the timer ran out; 2: forced (machine.reset() goes this way)
+      events.push({ t_us: now() / 1000, what: 'watchdog_reset', timeout: watchdog.reason === 1 });
       resets++;
       pendingReset = true;
     };
