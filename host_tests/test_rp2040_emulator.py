@@ -5,6 +5,9 @@ Pico's pins (tools/emulator/run.js).
 Skipped with the reason when the ARM toolchain, the MicroPython sources or
 Node.js are missing; with CI set, a failure instead wherever the offline
 source bundle exists (host_tests/rp2040emu.py). All times are emulated.
+
+The tests run in file order on one emulated board (module-scoped `emu`):
+each starts from the state the one before left, as a bench session would.
 """
 import json
 

@@ -188,7 +188,8 @@ class Builder:
     def unix(self):
         src = self.source()
         self.mpy_cross(src)
-        os.makedirs(self.out, exist_ok=True) if not self.dry_run else None
+        if not self.dry_run:
+            os.makedirs(self.out, exist_ok=True)
         manifest = os.path.join(self.out, "manifest.py")
         text = ('include("$(PORT_DIR)/variants/standard/manifest.py")\n'
                 'include(%r)  # the firmware package\n'

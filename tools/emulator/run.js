@@ -16,6 +16,8 @@
 //   {"cmd": "state"}                                   pins and plant as they are now
 //   {"cmd": "events", "clear": true}                   relay / pilot / watchdog events seen
 //   {"cmd": "output", "clear": true}                   console text seen so far
+//   {"cmd": "stats"}                                   instructions run, PC, resets
+// EMU_DEBUG=1 prints the PC every 2M instructions to stderr (a hung boot).
 //
 // Gaps of rp2040js 1.4.1 this file fills in (each marked "shim" below):
 //   - flash program/erase through the boot ROM are ignored: SSI + IO_QSPI shim;
