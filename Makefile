@@ -1,6 +1,8 @@
 # Two commands do everything on a fresh machine:
 #   make sim    the firmware on the MicroPython Unix port with the simulated plant
 #   make test   the whole test suite
+#   make image BOARD=rp2040|unix|esp32   a MicroPython v1.28.0 image with the
+#               project frozen in (README "Building firmware images")
 # Both create the pinned virtualenv (.venv) first.
 
 PYTHON ?= python3
@@ -15,7 +17,7 @@ SIM_ARGS ?=
 # Every module that runs on a board: the firmware package and the board layers.
 MPY_SRC := $(shell find firmware boards -name '*.py' ! -name 'manifest.py' | sort)
 
-.PHONY: all venv sim test mpy bench clean flash-bundle help clean-sim
+.PHONY: all venv sim test mpy bench clean flash-bundle help clean-sim image
 
 # `make` alone only says what there is: the suite takes minutes.
 all: help
@@ -32,6 +34,7 @@ help:
 	@echo "  make mpy           cross-compile every firmware and board module for ESP32 and RP2040"
 	@echo "  make bench         control-loop lateness, heap and allocation figures"
 	@echo "  make flash-bundle  install a signed bundle on a board over USB (BUNDLE=fw.signed [PORT=...])"
+	@echo "  make image         a MicroPython image with the project frozen in (BOARD=rp2040|unix|esp32)"
 	@echo "  make clean         delete build/, .venv and test caches"
 
 $(STAMP): requirements.txt
@@ -83,6 +86,15 @@ flash-bundle: $(STAMP)
 # A fresh simulation directory: store, plant, CSMS data and development keys go.
 clean-sim:
 	rm -rf $(SIM_DIR)
+
+# A MicroPython v1.28.0 image with the project frozen in, built by
+# tools/image.py from MICROPY_DIR or the offline source bundle; results in
+# build/image/<board>/. IMAGE_ARGS=--dry-run prints the commands instead.
+BOARD ?=
+MICROPY_DIR ?=
+image:
+	@test -n "$(BOARD)" || { echo "usage: make image BOARD=rp2040|unix|esp32 [MICROPY_DIR=...] [IMAGE_ARGS=--dry-run]"; exit 2; }
+	$(PYTHON) tools/image.py $(BOARD) $(if $(MICROPY_DIR),--micropy-dir $(MICROPY_DIR)) $(IMAGE_ARGS)
 
 clean:
 	rm -rf build $(VENV) .pytest_cache .hypothesis
