@@ -111,6 +111,7 @@ def test_plug_and_charge_at_the_duty_for_the_configured_current(emu):
     assert on and on[0]["t_us"] / 1000 - t_c >= CONFIG["close_delay_ms"], on
     s = emu.state()
     assert s["coil"] and s["aux"] and s["current_a"] > 15.9, s
+    emu.run(1100)  # one whole meter window with the contacts closed
     out = emu.command("status()")
     assert "Charging      pilot C (+6.0 V / -12.0 V)  PWM 26.6% = 16.0 A" in out, out
     assert "contactor closed (aux closed)" in out, out

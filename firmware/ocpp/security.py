@@ -252,10 +252,12 @@ class Security:
             status = "AcceptedCanceled"
             self.audit("charger", "GetLog %s canceled by a new request" % self.log_request)
         stamp = timefmt.format(cl.clock.wall()).replace(":", "").replace("-", "")
+        # The requestId makes the name unique: two requests in one second
+        # must not overwrite (or be renamed by) the server.
         if kind == "SecurityLog":
-            name = "securitylog-%s-%s.log" % (cl.opts["id"], stamp)
+            name = "securitylog-%s-%s-%d.log" % (cl.opts["id"], stamp, rid)
         else:
-            name = "diagnostics-%s-%s.tar" % (cl.opts["id"], stamp)
+            name = "diagnostics-%s-%s-%d.tar" % (cl.opts["id"], stamp, rid)
         self.audit("CSMS", "GetLog %s requestId %d to %s" % (kind, rid, loc[:120]))
         self.log_request = rid
         self.log_status = "Idle"
