@@ -262,6 +262,10 @@ def namespace(bench):
                 for n, v in zip(names, args):
                     kw[n] = v
                 kw = check_args(op, kw)
+                if op == "token" and bench.board.station.ocpp is not None:
+                    bench._conn(kw["c"])
+                    ns["_then"] = (card, (bench, kw))  # the REPL waits for the CSMS's answer
+                    return None
                 r = getattr(bench, op)(**kw)
             except BenchError as e:
                 print("error:", e)
@@ -292,7 +296,7 @@ def namespace(bench):
         if c is not None and not (isinstance(c, int) and 1 <= c <= 4):
             print("error: watch: c must be a connector number 1..4")
             return None
-        ns["_watch"] = (c,)  # the REPL loop runs it: it waits for the console
+        ns["_then"] = (watching, (bench, c))  # the REPL loop runs it: it waits for the console
         return None
 
     def exit(*args):
@@ -692,10 +696,10 @@ async def repl(ns, stream=None, raw=False, out=None):
                 continue
             if line:
                 run_line(line, ns)
-                w = ns.get("_watch")
-                if w:
-                    ns["_watch"] = None
-                    await watch(ns, s, out, w[0])
+                then = ns.get("_then")
+                if then:  # a command that waits (watch, a card the CSMS decides on)
+                    ns["_then"] = None
+                    await then[0](s, out, *then[1])
             ed.prompt()
     finally:
         _tty_restore(tty)
@@ -703,10 +707,27 @@ async def repl(ns, stream=None, raw=False, out=None):
             micropython.kbd_intr(3)
 
 
-async def watch(ns, s, out, c):
+async def card(s, out, bench, kw):
+    # token() with a back office: the CSMS decides; wait for its answer (at
+    # most 10 s) so that the next line, ev("C"), finds the card accepted.
+    st = bench.board.station
+    box = []
+
+    async def ask():
+        box.append(await st.ocpp.present_token(kw["c"], kw["tag"]))
+
+    st.spawn(ask(), "token")
+    for _ in range(100):
+        if box:
+            break
+        await asyncio.sleep_ms(100)
+    out.write("%s: %s%s\n" % (kw["tag"], box[0] if box else "asked the CSMS, no answer yet (log() shows it)",
+                              "" if kw["c"] == 1 else " (connector %d)" % kw["c"]))
+
+
+async def watching(s, out, bench, c):
     # watch(): one status line a second until a key (Enter) is pressed.
     import select
-    bench = ns["bench"]
     poll = select.poll()
     poll.register(sys.stdin, select.POLLIN)
     out.write("watching (one line a second); Enter stops\n")
