@@ -678,8 +678,8 @@ async def repl(ns, stream=None, raw=False, out=None):
                 last_c = now
                 ed.drop()
                 out.write("^C" + ("  (Ctrl-C again within 1 s ends the simulator)" if tty is not None else "")
-                          + "\n")
-                ed.prompt()
+                          + "\n" + PROMPT)  # one write: the prompt comes with it
+                ed.typing = True
                 continue
             if ch == "\x04":  # Ctrl-D
                 if raw:
