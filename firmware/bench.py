@@ -10,13 +10,14 @@ from firmware.evse import pilot as cp
 
 FAULTS = ("weld", "rcd", "ground", "meter", "pilot_short", "pilot_f", "temp_sensor", "stuck_open", "diode", "lock", "pp")
 CABLES = (13, 20, 32, 63, 70)
+LEVELS = ("debug", "info", "warn", "error")
 
 # op: (help, ((arg, kind, default, lo, hi_or_choices), ...))
 # kinds: int, num, str, bool, choice, opt_num (number or None)
 CONN = ("c", "int", 1, 1, 4)
 COMMANDS = {
     "help": ("list the commands", ()),
-    "status": ("the charger's state in one block", ()),
+    "status": ("the charger's state in one block (c: that connector only)", (("c", "opt_int", None, 1, 4),)),
     "plug": ("plug an EV in with a cable of this rating (A)", (("amps", "choice", 32, None, CABLES), CONN,)),
     "unplug": ("unplug the EV", (CONN,)),
     "ev": ("EV pilot state: A (unplug), B, C, D, E (short), F (pilot at -12 V), diode / nodiode",
@@ -37,8 +38,10 @@ COMMANDS = {
     "service": ("service command: clear latched faults (e.g. weld) whose cause is gone",
                 (("code", "opt_str", None, 1, 20), CONN,)),
     "advance": ("advance simulated time (ms)", (("ms", "int", None, 0, 7 * 86400000),)),
-    "log": ("recent log entries", (("n", "int", 20, 1, 500), ("since", "int", 0, 0, 1 << 30),)),
-    "trace": ("the plant's recent switching events (a bench scope)", (("since", "int", 0, 0, 1 << 40),)),
+    "log": ("recent log entries (c: that connector's and the charger's)",
+            (("n", "int", 20, 1, 500), ("since", "int", 0, 0, 1 << 30), ("c", "opt_int", None, 1, 4),)),
+    "trace": ("the plant's recent switching events (a bench scope)",
+              (("since", "int", 0, 0, 1 << 40), ("c", "opt_int", None, 1, 4),)),
     "stall": ("test: stall the control task for ms", (("ms", "int", None, 1, 60000),)),
     "hog": ("test: hold heap until only kb KiB are free (None releases it)", (("kb", "opt_int", None, 0, 1 << 20),)),
     "seclog": ("recent security-log lines (who/when/what); clear=True empties it, which is recorded",
@@ -46,6 +49,10 @@ COMMANDS = {
     "tamper": ("open (True) or close the enclosure: the tamper switch", (("opened", "bool", True, None, None),)),
     "reboot": ("reboot the firmware (contactor opens)", ()),
     "powercut": ("cut the power at once, as a pulled plug would", ()),
+    "loglevel": ("console log from this level up: debug, info, warn, error (log() keeps every entry)",
+                 (("level", "choice", "info", None, LEVELS),)),
+    "mute": ("silence the console log (True) or bring it back (False); log() keeps every entry",
+             (("on", "bool", True, None, None),)),
 }
 
 
@@ -123,13 +130,16 @@ class Bench:
     def help(self):
         return {"commands": {op: (h, [a[0] for a in spec]) for op, (h, spec) in COMMANDS.items()}}
 
-    def status(self):
+    def status(self, c=None):
         # Times the bench shows ("t", a fault's "since", the log's and the
         # trace's stamps) are ms on the board's running clock, from power-up:
         # they do not wrap, so differences between them are plain
         # subtractions. "ticks" is the raw tick count the firmware works with
         # (it wraps every 2^30 ms, as on the boards).
         s = self.board.status()
+        if c is not None:
+            self._conn(c)
+            s["connectors"] = [x for x in s["connectors"] if x["connector"] == c]
         ms = self.board.clock.elapsed_ms
         s["ticks"] = s["t"]
         s["t"] = ms(s["t"])
@@ -144,7 +154,19 @@ class Bench:
         p = s.get("plant")
         if p and p.get("now") is not None:
             p["now"] = ms(p["now"])
+        if p is not None and self.board.plant is not None:
+            p["injected"] = [self.injected(i + 1) for i in range(len(self.board.plant.outlets))]
         return s
+
+    def injected(self, c):
+        # The faults injected into the plant at this outlet (fault(...)), for
+        # status(): what the charger is up against, not what it has detected.
+        o = self.board.plant.outlets[c - 1]
+        on = {"weld": o.contactor.welded, "stuck_open": o.contactor.stuck_open, "rcd": o.residual_ma > 0,
+              "ground": not o.ground_ok, "meter": not o.meter.ok, "pilot_short": o.ev.short,
+              "pilot_f": o.pilot_f, "temp_sensor": not self.board.plant.thermal.sensor_ok,
+              "diode": not o.ev.diode, "lock": o.lock_jammed, "pp": o.pp_open}
+        return [f for f in FAULTS if on.get(f)]
 
     def plug(self, amps=32, c=1):
         from firmware.sim.plant import PP_OHM
@@ -289,29 +311,47 @@ class Bench:
         return {}
 
     def service(self, code=None, c=1):
-        done = self._conn(c).clear_latched(code)
+        conn = self._conn(c)
+        replaced = False
+        plant = self.board.plant
+        if plant is not None and code in (None, "weld") and plant.outlets[c - 1].contactor.welded \
+                and "weld" in conn.faults.active:
+            # At the simulated bench the service visit includes the repair: the
+            # welded contactor is replaced (the plant's weld goes) before the
+            # latched fault is cleared. On hardware the aux contact must read
+            # open, and service() refuses while it does not.
+            self._inject("weld", c, False)
+            self.board.hw.step(self.board.clock.ticks_ms())  # the aux reads open now
+            replaced = True
+        done = conn.clear_latched(code)
         self._changed()
         if not done:
             raise BenchError("service: nothing cleared (no such latched fault, or its cause is still there)")
-        return {"cleared": done}
+        return {"cleared": done, "replaced": ["contactor"] if replaced else []}
 
     def advance(self, ms):
         raise BenchError("advance: only over the control channel with simulated time")
 
-    def log(self, n=20, since=0):
+    def log(self, n=20, since=0, c=None):
         log = self.board.station.log
         es = log.entries(max(since, log.seq - n))
+        if c is not None:
+            self._conn(c)
+            other = ["conn%d" % (i + 1) for i in range(len(self.board.station.connectors)) if i + 1 != c]
+            es = [e for e in es if e[4] not in other]
         ms = self.board.clock.elapsed_ms  # see status()
         return {"seq": log.seq, "entries": [{"seq": e[0], "t": ms(e[1]), "time": e[2], "level": e[3],
                                              "src": e[4], "msg": e[5]} for e in es]}
 
-    def trace(self, since=0):
+    def trace(self, since=0, c=None):
         p = self._plant()
         clock = self.board.clock
         p.step(clock.ticks_ms())
         ms = clock.elapsed_ms  # see status()
         ev = [[ms(e[0])] + list(e[1:]) for e in p.trace]
-        return {"now": ms(p.now), "events": [e for e in ev if e[0] >= since]}
+        if c is not None:
+            self._conn(c)
+        return {"now": ms(p.now), "events": [e for e in ev if e[0] >= since and (c is None or e[1] == c)]}
 
     def stall(self, ms):
         self.board.station.control.stall_ms = ms
@@ -370,6 +410,20 @@ class Bench:
         self.board.powercut()
         self.resetting = False
         return {}
+
+    def loglevel(self, level="info"):
+        from firmware.core import log as log_mod
+        lv = (log_mod.DEBUG, log_mod.INFO, log_mod.WARN, log_mod.ERROR)[LEVELS.index(level)]
+        log = self.board.log
+        log.echo_level = lv
+        if lv < log.level:
+            log.level = lv  # debug lines are only made when asked for
+        return {"level": level}
+
+    def mute(self, on=True):
+        from firmware.core import log as log_mod
+        self.board.log.echo_level = 100 if on else log_mod.INFO
+        return {"muted": on}
 
     # --- entry points ----------------------------------------------------------
     def call(self, op, args):

@@ -524,6 +524,8 @@ VALID = {
     "seclog": {"n": 5},
     "tamper": {"opened": False},
     "hog": {"kb": None},
+    "loglevel": {"level": "warn"},
+    "mute": {"on": False},
     "reboot": {},
 }
 SPECIAL = {"powercut"}  # ends the process at once: no reply (tested below)

@@ -409,13 +409,14 @@ class S:
 seen = []
 ns = {"f": lambda: seen.append(1)}
 out = io.StringIO()
-r1 = asyncio.run(repl.repl(ns, S("f\x01()\r\x03\r\x01f()\r"), raw=True, out=out))
+r1 = asyncio.run(repl.repl(ns, S("()\x01f\r\x03\r\x01f()\r"), raw=True, out=out))
 r2 = asyncio.run(repl.repl(ns, S("\x03\r\x01"), raw=False, out=out))
 print("R", r1, r2, len(seen))
 """
     p = run_mp(code)
     assert p.returncode == 0, p.stderr + p.stdout
-    # Raw: "f\x01()" runs f once (Ctrl-A dropped), then the request hands over
+    # Raw: "()\x01f" runs f once (a lone Ctrl-A is the line editor's Home, as in
+    # MicroPython's own REPL, not a hand-over), then the request hands over
     # before the next line; not raw (the Unix terminal): no hand-over, EOF.
     assert p.stdout.strip().splitlines()[-1] == "R handover None 1"
 

@@ -288,3 +288,166 @@ def test_sigint_while_charging_opens_the_contactors(make_fw, with_repl):
     assert not c["contactor"] and c["energy_wh"] >= wh, c
     fw.advance(2000)
     assert fw.conn()["contactor"]
+
+
+# --- answers in words (README "At the bench") ------------------------------------------
+NOISE = re.compile(r"\d\.\d{5,}")  # float noise: 72.01000000000001
+
+
+def test_commands_answer_in_words(repl):
+    said = {
+        "plug(32)": "plugged in, 32 A cable",
+        "demand(16)": "the EV draws at most 16 A",
+        "limit(10)": "external limit 10 A",
+        "limit(None)": "external limit removed",
+        "available(False)": "unavailable",
+        "available(True)": "available",
+        'fault("weld")': 'weld injected: nothing yet: the contacts stick the next time the contactor closes',
+        'clear("weld")': "weld removed from the plant",
+        'ev("C")': "EV in C: asks for energy; the contactor closes after 500 ms of stable C",
+        "unplug()": "unplugged",
+        "ambient(30)": "ambient 30 C: the charger heats with current",
+        "temp(40)": "charger held at 40 C",
+    }
+    for line, answer in said.items():
+        out = repl.run(line)
+        assert answer in out, (line, answer, out)
+        assert "{" not in out, (line, out)  # a sentence, not a dict
+
+
+def test_trace_evopt_and_seclog_are_readable_blocks(repl):
+    charge(repl)
+    out = repl.run("trace()")
+    assert re.search(r"^\s+ms\s+conn\s+what\s+value$", out, re.M), out
+    assert re.search(r"^\s+\d+\s+1\s+coil\s+True$", out, re.M), out
+    assert "[[" not in out and "'events'" not in out, out
+    out = repl.run("evopt(obey=False)")
+    assert out.startswith("EV:") and re.search(r"^  obey\s+False$", out, re.M), out
+    assert "{" not in out, out
+    out = repl.run("seclog()")
+    assert "'lines'" not in out and "[" not in out.split("\n")[0], out
+    assert out.strip(), out
+
+
+def test_help_of_one_command_nearest_command_and_exit(repl):
+    out = repl.run("help(plug)")
+    assert out.startswith("plug(amps=32, c=1)"), out
+    assert re.search(r"amps\s+one of 13, 20, 32, 63, 70 \(default 32\)", out), out
+    assert re.search(r"c\s+connector number, 1\.\.4 \(default 1\)", out), out
+    assert "the state she wants" not in repl.run('help("ev")')
+    assert re.search(r"state\s+one of 'A', 'B'", repl.run('help("ev")'))
+    for line in ("plgu", "plgu(32)"):
+        out = repl.run(line)
+        assert re.search(r"error: NameError: .*plgu.*; plug\?", out), out
+    out = repl.run("exit()")
+    assert "Ctrl-C twice" in out and "maintenance()" in out, out
+    assert "watch(c)" in repl.run("help()")
+
+
+def test_status_shows_injected_faults_without_float_noise(repl):
+    charge(repl)
+    repl.run("ambient(45)")
+    repl.fw.advance(60_000)  # the charger warms: temperatures with many decimals
+    repl.run('fault("lock")')
+    out = repl.run("status()")
+    assert "injected faults: lock" in out, out
+    plant = [x for x in out.splitlines() if x.startswith("plant:")][0]
+    assert "ambient_c=45 " in plant and re.search(r"temp_c=\d+(\.\d{1,2})?\b", plant), plant
+    assert not NOISE.search(out), out
+    repl.run('clear("lock")')
+    assert "injected faults: none" in repl.run("status()")
+
+
+def test_status_of_a_charger_without_a_meter_reading(repl):
+    # A board without a meter reports energy_wh None: the block says so.
+    charge(repl)
+    out = repl.run("import firmware.repl as R; s = bench.status(); s['connectors'][0]['energy_wh'] = None; "
+                   "s['connectors'][0]['session']['wh'] = None; print(R.format_status(s))")
+    assert "error:" not in out, out
+    assert "energy -- (no meter reading)" in out and "session FREEVEND  --" in out, out
+
+
+def test_service_weld_works_as_the_readme_writes_it(repl):
+    charge(repl)
+    fw = repl.fw
+    out = repl.run('fault("weld"); ev("B")')
+    assert "the contacts stick when the contactor opens" in out, out
+    fw.advance(2000)
+    assert "weld" in [f["code"] for f in fw.conn()["faults"]]
+    out = repl.run('service("weld")')  # no clear("weld") first
+    assert "contactor replaced, cleared: weld" in out, out
+    fw.advance(200)
+    c = fw.conn()
+    assert c["faults"] == [] and not c["contactor"] and not c["aux"], c
+    assert "injected faults: none" in repl.run("status()")
+    repl.run('ev("C")')
+    fw.advance(3000)
+    assert fw.conn()["contactor"]  # the new contactor works
+
+
+def test_watch_prints_a_line_a_second_until_enter(repl):
+    charge(repl)
+    fw = repl.fw
+    n = fw.console().count(PROMPT)
+    repl.send("watch()\n")
+    text = repl.wait(lambda t: len(re.findall(r"^\d+:\d\d:\d\d  c1 Charging pilot C 32\.0 A offered closed",
+                                              t, re.M)) >= 2, timeout=5)
+    assert "Enter stops" in text
+    repl.send("\n")
+    repl.wait(lambda t: t.count(PROMPT) > n, timeout=5)
+    time.sleep(1.5)
+    after = fw.console()
+    assert after.rstrip().endswith(PROMPT.strip()), after[-300:]  # no more lines once stopped
+    assert "contactor closed" in repl.run("status()")
+
+
+def test_loglevel_and_mute_tame_the_console_not_the_log(repl):
+    fw = repl.fw
+    assert "console log muted" in repl.run("mute()")
+    before = fw.console()
+    repl.run("plug(32)")
+    fw.advance(500)
+    assert "pilot A -> B" not in fw.console()[len(before):]
+    assert "pilot A -> B" in repl.run("log(10)")  # the log keeps it
+    assert "warn and above" in repl.run('loglevel("warn")')
+    before = fw.console()
+    repl.run("unplug()")
+    fw.advance(500)
+    assert "pilot B -> A" not in fw.console()[len(before):]
+    repl.run('loglevel("info")')
+    before = fw.console()
+    repl.run("plug(32)")
+    fw.advance(500)
+    assert "pilot A -> B" in fw.console()[len(before):]
+    assert "error" in repl.run('loglevel("loud")')
+
+
+def test_ctrl_d_says_the_console_stays(repl):
+    fw = repl.fw
+    n = fw.console().count(PROMPT)
+    repl.send("\x04")
+    text = repl.wait(lambda t: t.count(PROMPT) > n)
+    assert "Ctrl-D: the bench stays" in text[-300:]
+    assert "plugged in" in repl.run("plug(32)")
+
+
+def test_connector_number_last_where_it_makes_sense(make_fw):
+    r = Repl(make_fw(repl=True, connectors=2))
+    fw = r.fw
+    assert "plugged in, 32 A cable (connector 2)" in r.run("plug(32, 2)")
+    fw.advance(500)
+    out = r.run("status(2)")
+    assert "connector 2" in out and "connector 1 " not in out, out
+    assert "connector 1 " in r.run("status(1)")
+    out = r.run("log(50, 0, 2)")
+    assert "conn2:" in out and "conn1:" not in out, out
+    r.run("plug(20, 1)")
+    fw.advance(500)
+    out = r.run("trace(0, 2)")
+    assert re.search(r"^\s+\d+\s+2\s", out, re.M) and not re.search(r"^\s+\d+\s+1\s", out, re.M), out
+    # The whole charger's commands take no connector: a clear error.
+    for line, pat in (("temp(30, 2)", "temp takes at most 1 arguments"),
+                      ("ambient(30, 2)", "ambient takes at most 1 arguments"),
+                      ("reboot(2)", "reboot takes at most 0 arguments")):
+        assert pat in r.run(line), line
+    assert "connector 3 does not exist" in r.run("status(3)")

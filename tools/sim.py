@@ -257,7 +257,9 @@ def run(args, rest, env):
             if line:
                 hidden += ["--set", line.split("=", 1)[0] + "=***"]
         print("firmware: %s" % shown(cmd[1:] + hidden))
-        print("bench: help() lists the commands; plug(32), ev('C'), token('CARD1') starts a charge; Ctrl-C quits")
+        print("bench: help() lists the commands; plug(32), ev('C'), token('CARD1') starts a charge; "
+              "Ctrl-C twice quits")
+        tty = tty_mode()
         while True:
             p = subprocess.Popen(cmd, env=env)
             # The terminal's Ctrl-C is the firmware's to handle (its REPL
@@ -267,6 +269,7 @@ def run(args, rest, env):
                 rc = p.wait()
             finally:
                 signal.signal(signal.SIGINT, old)
+                tty_mode(tty)  # the REPL's raw mode ends with it, even after a power cut (kill -9)
             if rc == -signal.SIGKILL or rc == 137:
                 try:  # the message too: a Ctrl-C right after it is still in the pause
                     print("\n[power cut: firmware off for %.1f s]" % args.off, flush=True)
@@ -279,6 +282,17 @@ def run(args, rest, env):
             return rc
     finally:
         stop(csms)
+
+
+def tty_mode(restore=None):
+    # The terminal's mode (None: stdin is no terminal), or set it back.
+    try:
+        import termios
+        if restore is None:
+            return termios.tcgetattr(0)
+        termios.tcsetattr(0, termios.TCSADRAIN, restore)
+    except Exception:  # no terminal (a pipe), or termios.error
+        return None
 
 
 def _terminated(signum, frame):

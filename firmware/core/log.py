@@ -19,6 +19,10 @@ class Log:
         self.seq = 0  # number of entries ever added
         self._flushed = 0
         self.echo = echo  # callable(str) or None: print to console as well
+        # The console's own threshold (the bench's loglevel() / mute()): the
+        # ring and the store still get every entry at self.level. The REPL's
+        # line editor wraps echo to print a line above the one being typed.
+        self.echo_level = DEBUG
         self.level = level
         self.dropped = 0
 
@@ -28,7 +32,7 @@ class Log:
         e = (self.seq, self.clock.ticks_ms(), self.clock.wall(), level, src, msg)
         self._ring[self.seq % self.size] = e
         self.seq += 1
-        if self.echo:
+        if self.echo and level >= self.echo_level:
             self.echo(self.format(e))
 
     def debug(self, src, msg):
