@@ -35,3 +35,24 @@ def sha256_file(path, chunk=1024, length=None):
 
 def sha256(data):
     return hashlib.sha256(data).digest()
+
+
+def hashed_chunks(f, mv, length=-1):
+    # The next `length` bytes of the open file f (to its end if -1), read
+    # into the preallocated memoryview mv: yields each chunk (a view into
+    # mv, valid until the next), returns (digest, bytes read). Fewer bytes
+    # than asked means the file ended early; the caller decides.
+    h = hashlib.sha256()
+    size = len(mv)
+    n = 0
+    while length:
+        k = f.readinto(mv if length < 0 or length >= size else mv[:length])
+        if not k:
+            break
+        chunk = mv[:k]
+        h.update(chunk)
+        n += k
+        if length > 0:
+            length -= k
+        yield chunk
+    return h.digest(), n
