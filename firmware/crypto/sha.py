@@ -1,40 +1,12 @@
 # Streaming SHA-256 so a whole firmware image never has to sit in RAM.
-# sha256_file_work is the shared core: a generator that yields after each
-# chunk (firmware/core/work.py), so the charger's loop runs between chunks.
+# hashed_chunks is the one way the firmware hashes a file: a generator
+# (firmware/core/work.py) that reads into the caller's buffer and yields
+# after each chunk, so the charger's loop runs between chunks. A bundle's
+# file hash (firmware/ota/bundle.py), an installed slot's check
+# (firmware/ota/slots.py) and a signed file's digest all go through it.
 import hashlib
 
 from firmware.core.work import run_sync
-
-
-def sha256_file_work(path, chunk=1024, length=None):
-    # length: hash only the first `length` bytes (a signed bundle's trailer
-    # is not part of what was signed). Returns the digest.
-    h = hashlib.sha256()
-    # One preallocated buffer reused for every read: no per-chunk allocation.
-    buf = bytearray(chunk)
-    mv = memoryview(buf)
-    f = open(path, "rb")
-    left = -1 if length is None else length
-    try:
-        while left:
-            n = f.readinto(buf if left < 0 or left >= chunk else mv[:left])
-            if not n:
-                break
-            h.update(mv[:n])
-            if left > 0:
-                left -= n
-            yield
-    finally:
-        f.close()
-    return h.digest()
-
-
-def sha256_file(path, chunk=1024, length=None):
-    return run_sync(sha256_file_work(path, chunk, length))
-
-
-def sha256(data):
-    return hashlib.sha256(data).digest()
 
 
 def hashed_chunks(f, mv, length=-1):
@@ -56,3 +28,24 @@ def hashed_chunks(f, mv, length=-1):
             length -= k
         yield chunk
     return h.digest(), n
+
+
+def sha256_file_work(path, chunk=1024, length=None):
+    # length: hash only the first `length` bytes (a signed bundle's trailer
+    # is not part of what was signed). Returns the digest.
+    # One preallocated buffer reused for every read: no per-chunk allocation.
+    mv = memoryview(bytearray(chunk))
+    f = open(path, "rb")
+    try:
+        digest, _ = yield from hashed_chunks(f, mv, -1 if length is None else length)
+    finally:
+        f.close()
+    return digest
+
+
+def sha256_file(path, chunk=1024, length=None):
+    return run_sync(sha256_file_work(path, chunk, length))
+
+
+def sha256(data):
+    return hashlib.sha256(data).digest()
