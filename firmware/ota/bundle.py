@@ -419,7 +419,7 @@ def extract_work(path, manifest, dest_dir, write_file=None, target=None):
     """Stream the bundle's files into dest_dir.
 
     With target, only "<target>/..." files are written, that prefix removed
-    (dest_dir/firmware/ota/der.mpy); without, every file at its bundle path.
+    (dest_dir/firmware/crypto/der.mpy); without, every file at its bundle path.
     write_file(dest_path, chunks) writes one file from an iterator of
     bytes-like chunks (valid only until the next one); the iterator raises
     VerifyError(hash_mismatch/size_mismatch) after the last chunk if the file
