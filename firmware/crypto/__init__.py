@@ -3,7 +3,9 @@
 # TLS material (firmware/net/ws.py):
 #   sha      SHA-256 of data and of files (streamed, in work units)
 #   pem      PEM <-> DER, the one decoder
-#   der      strict DER; X.509 certificates and public keys (x509ext: extensions)
+#   der      strict DER; X.509 certificates and public keys (x509ext: extensions);
+#            tlv / int_tlv to encode (the CSR)
+#   keys     private keys (PKCS#8, SEC1, PKCS#1) -> public key; SEC1 encoding
 #   rsa      PKCS#1 v1.5 and PSS verification
 #   ecdsa    P-256: verification, key generation and signing (the CSR)
 #   verify   signatures and certificate chains to an installed root

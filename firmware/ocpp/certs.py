@@ -37,7 +37,8 @@
 # characters; else Rejected and InvalidChargePointCertificate. Accepted under
 # profile 3: the charger reconnects with it. Certificate and key live in the
 # store (a board's flash; keeping that flash unreadable is the board's job).
-import asyncio
+# The cryptography (PEM, DER, the key, the CSR's signature, chain checks) is
+# firmware/crypto's public API; OCPP adds only the messages and the store.
 import binascii
 import hashlib
 from firmware.core.work import run_sync
