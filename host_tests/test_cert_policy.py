@@ -1,4 +1,4 @@
-"""The firmware-signing certificate policy (firmware/ota/policy.py, strict DER
+"""The firmware-signing certificate policy (firmware/crypto/policy.py, strict DER
 in der.py / x509ext.py), one table row per rule, each with the reason code it
 must produce, run on the MicroPython Unix port through verify.verify_chain.
 Then a mutation fuzz: mutated signer certificates, of which only a
@@ -22,7 +22,7 @@ NOW = int(datetime.datetime(2026, 6, 1, tzinfo=datetime.timezone.utc).timestamp(
 
 DRIVER = r"""
 import binascii, json
-from firmware.ota import VerifyError, verify
+from firmware.crypto import VerifyError, verify
 f = open(%r)
 for line in f:
     c = json.loads(line)

@@ -101,7 +101,8 @@ import esp32
 from firmware.core.store import Store
 from firmware.core.log import Log
 from firmware.core.clock import RealClock
-from firmware.ota import VerifyError, der, local
+from firmware.ota import VerifyError, local
+from firmware.crypto import der, pem
 from boards.esp32 import slots as ps
 STATE = %r
 MOUNTS = (("A", STATE + "/mnt_a"), ("B", STATE + "/mnt_b"))
@@ -159,7 +160,7 @@ def signed_bundles(tmp_path_factory):
 APPLY = r"""
 st, s, kind = mk()
 slot, rep = s.boot()
-roots = der.pem_to_der_all(open(%r).read())
+roots = pem.decode_all(open(%r).read())
 try:
     r = local.apply(%r, st, s, "esp32", roots, %d)
 except VerifyError as e:
@@ -289,7 +290,7 @@ def test_factory_image_with_partition_slots(tmp_path, signed_bundles):
 st = Store(STATE + "/store")
 s, kind = ps.open_slots(st, STATE + "/flash", None, esp32, MOUNTS, factory_version="0.1.0")
 slot, rep = s.boot()
-roots = der.pem_to_der_all(open(%r).read())
+roots = pem.decode_all(open(%r).read())
 a = local.apply(%r, st, s, "esp32", roots, %d)
 out(kind=kind, boot=slot, f=s.dir("F"), applied=a, dir=s.dir(a), rec=st.read("boot_slots.json"))
 """ % (signed_bundles["root"], signed_bundles["1.0.0"], int(time.time())))

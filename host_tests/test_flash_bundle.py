@@ -95,10 +95,11 @@ def rel(tmp_path_factory):
 APPLY = r"""
 import json, os, hashlib, binascii
 from firmware.core.store import Store
-from firmware.ota import VerifyError, der, local
+from firmware.ota import VerifyError, local
+from firmware.crypto import der, pem
 from firmware.ota.slots import Slots
 STATE = %r
-ROOTS = [der.pem_to_der_all(open(p).read())[0] for p in %r]
+ROOTS = [pem.decode_all(open(p).read())[0] for p in %r]
 def mk():
     st = Store(STATE + "/store")
     return st, Slots(st, STATE + "/slots")

@@ -79,7 +79,7 @@ def test_ecdsa_verify_yields_in_the_scalar_multiplication(kit):  # noqa: F811
     digest = hashlib.sha256(f["bundle"].read_bytes()).digest()
     out, = run(r"""
 import binascii
-from firmware.ota import der, ecdsa
+from firmware.crypto import der, ecdsa
 cert = der.parse_certificate(%r)
 sig = binascii.a2b_base64(%r)
 sl = Slice(0)
@@ -106,7 +106,7 @@ def test_rsa_modexp_yields_every_exponent_bit():
     pss = key.sign(digest, padding.PSS(padding.MGF1(hashes.SHA256()), 32), utils.Prehashed(hashes.SHA256()))
     n = key.public_key().public_numbers().n
     outs = run(r"""
-from firmware.ota import der, verify
+from firmware.crypto import der, verify
 key = ("rsa", %d, 65537)
 for alg, sig in ((der.ALG_RSA_PKCS1_SHA256, %r), (der.ALG_RSA_PSS_SHA256, %r)):
     sl = Slice(0)
@@ -122,10 +122,10 @@ def test_bundle_hash_signature_chain_and_image_check_yield(kit):  # noqa: F811
     f = kit.files["good"]
     size = f["bundle"].stat().st_size
     out, = run(r"""
-from firmware.ota import der
-from firmware.ota.sha import sha256_file_work, sha256_file
+from firmware.crypto import der, pem
+from firmware.crypto.sha import sha256_file_work, sha256_file
 from firmware.ota.update import Updater
-roots = der.pem_to_der_all(open(%r).read())
+roots = pem.decode_all(open(%r).read())
 path = %r
 res = {}
 sl = Slice(0)

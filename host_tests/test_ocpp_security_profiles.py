@@ -645,7 +645,7 @@ def test_link_arguments_per_profile():
 
 def test_install_certificate_applies_the_certificate_policy(make_csms, make_fw):
     """InstallCertificate holds a root to the firmware-signing policy's issuer
-    rules (firmware/ota/policy.py): a critical extension the charger does not
+    rules (firmware/crypto/policy.py): a critical extension the charger does not
     know, a keyUsage without keyCertSign, a duplicated basicConstraints,
     BER lengths, Feb 30: Rejected, and the InvalidCentralSystemCertificate
     event's techInfo names the reason code. A proper root is accepted."""

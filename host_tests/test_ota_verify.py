@@ -26,7 +26,7 @@ DAY = datetime.timedelta(days=1)
 DRIVER = r"""
 import json, time
 from firmware.ota import VerifyError
-from firmware.ota import der, verify, sha
+from firmware.crypto import der, pem, verify, sha
 cases = json.load(open(%r))
 def rd(p):
     f = open(p, 'rb'); d = f.read(); f.close(); return d
@@ -70,7 +70,7 @@ for c in cases:
                 ch = None  # a root as the signer: refused (signer_is_ca), nothing to time
             res = {'parse': tp, 'verify': tv, 'chain': ch}
         elif op == 'pem':
-            cert = der.parse_certificate(der.pem_to_der(rd(c['cert'])))
+            cert = der.parse_certificate(pem.decode(rd(c['cert'])))
             res = 'ok:' + cert.subject_cn
         elif op == 'sha':
             import binascii
@@ -425,7 +425,7 @@ def test_small_heap(tmp_path, pki):
     P = pki["paths"]
     code = """
 import gc
-from firmware.ota import der, verify, sha
+from firmware.crypto import der, verify, sha
 def rd(p):
     f = open(p, 'rb'); d = f.read(); f.close(); return d
 

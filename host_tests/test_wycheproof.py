@@ -1,5 +1,5 @@
 """Every Project Wycheproof vector the update verifier supports, run on the
-MicroPython Unix port through firmware.ota.verify.verify_signature.
+MicroPython Unix port through firmware.crypto.verify.verify_signature.
 
 The vector files are copied unchanged into host_tests/data/wycheproof/ (origin,
 licence and the decisions on `acceptable` cases in its README.md). One
@@ -43,7 +43,7 @@ FILES = {
 
 DRIVER = r"""
 import binascii, json
-from firmware.ota import VerifyError, verify
+from firmware.crypto import VerifyError, verify
 f = open(%r)
 for line in f:
     g = json.loads(line)

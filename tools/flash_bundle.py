@@ -15,7 +15,7 @@ Steps:
      board uses: a trailer, a signature over the first N bytes that verifies
      with the certificate's key, a certificate valid today (and, when --root
      is given, the board's own chain and certificate policy from
-     firmware/ota/verify.py and policy.py), the manifest read and validated by the firmware's own
+     firmware/crypto/verify.py and policy.py), the manifest read and validated by the firmware's own
      firmware/ota/bundle.py, N = header + manifest + files, a file for the
      target, every file's SHA-256.
   2. Hand-over: the first mpremote connection sends Ctrl-C Ctrl-A; the
@@ -53,8 +53,10 @@ if ROOT not in sys.path:
 
 from firmware.ota import VerifyError  # noqa: E402  (the board's rules, run on CPython)
 from firmware.ota import bundle as fw_bundle  # noqa: E402
-from firmware.ota import der as fw_der  # noqa: E402
-from firmware.ota import verify as fw_verify  # noqa: E402
+from firmware.crypto import der as fw_der  # noqa: E402
+from firmware.crypto import verify as fw_verify  # noqa: E402
+from firmware.crypto import sha as fw_sha  # noqa: E402
+from firmware.core.work import run_sync  # noqa: E402
 
 TRAILER_MAGIC = fw_bundle.SIG_MAGIC
 BOARD_TARGETS = ("esp32", "rp2040")
@@ -102,7 +104,6 @@ def _verify_sig(cert, digest, sig):
 
 def local_check(path, target=None, roots=(), now=None):
     """Refuse early on this PC. Returns a dict (version, targets, signer, ...) or raises Refused."""
-    import hashlib
     from cryptography import x509
     if not os.path.isfile(path):
         raise NoSuchFile(path)
@@ -127,22 +128,18 @@ def local_check(path, target=None, roots=(), now=None):
     if when > cert.not_valid_after_utc:
         raise Refused("cert_expired", cert.subject.rfc4514_string())
     if roots:
-        # The board's own chain and certificate policy (firmware/ota/verify.py, policy.py).
+        # The board's own chain and certificate policy (firmware/crypto/verify.py, policy.py).
         from cryptography.hazmat.primitives import serialization
         try:
             fw_verify.verify_chain(ders, [r.public_bytes(serialization.Encoding.DER) for r in roots], int(now))
         except VerifyError as e:
             raise Refused(e.reason, e.detail or "")
-    h = hashlib.sha256()
+    # The signed part's digest the board's way (firmware/crypto/sha.py).
     with open(path, "rb") as f:
-        left = n
-        while left:
-            b = f.read(min(left, 65536))
-            if not b:
-                raise Refused("size_mismatch", "truncated")
-            h.update(b)
-            left -= len(b)
-    _verify_sig(cert, h.digest(), sig)
+        digest, got = run_sync(fw_sha.hashed_chunks(f, memoryview(bytearray(65536)), n))
+    if got != n:
+        raise Refused("size_mismatch", "truncated")
+    _verify_sig(cert, digest, sig)
     try:
         m = fw_bundle.read_manifest(path)
         if m["data_offset"] + m["data_size"] != n:

@@ -41,7 +41,7 @@ bundle
         {"format": 1, "version": "1.2.0", "min_version": "1.0.0",
          "targets": ["esp32", "rp2040", "unix"], "allow_downgrade": false,
          "created": "2026-11-21T12:00:00Z",
-         "files": [{"path": "esp32/firmware/ota/der.mpy", "size": 4711,
+         "files": [{"path": "esp32/firmware/crypto/der.mpy", "size": 4711,
                     "sha256": "<64 hex>"}, ...]}
 
     Each file path is "<target>/<module path>.mpy" (relative, "/"-separated, no

@@ -43,7 +43,7 @@ def installed_roots(store):
     """Manufacturer root certificates (DER list): those the OCPP certificate
     store holds (InstallCertificate, or seeded from config fw_root), else
     <store root>/manufacturer_roots.pem put there at the factory."""
-    from firmware.ota import der
+    from firmware.crypto import pem
     from firmware.ocpp.certs import stored_roots, MF_ROOT
     roots = stored_roots(store, MF_ROOT)
     if roots:
@@ -59,7 +59,7 @@ def installed_roots(store):
     if data[:1] == b"\x30":
         return [data]
     try:
-        return der.pem_to_der_all(data.decode())
+        return pem.decode_all(data.decode())
     except Exception:
         return []
 

@@ -114,24 +114,13 @@ def _mask(dst, off: int, src, n: int, key):
 
 
 def _pem_blocks(data):
-    # PEM -> list of DER blobs; DER passes through. mbedTLS builds without PEM
-    # parsing (this Unix port's is one) accept only DER, so always give DER.
-    if isinstance(data, str):
-        data = data.encode()
-    if b"-----BEGIN" not in data:
+    # PEM -> list of DER blobs (any label); DER passes through. mbedTLS builds
+    # without PEM parsing (this Unix port's is one) accept only DER, so always
+    # give DER. The decoder is firmware/crypto/pem.py's.
+    from firmware.crypto import pem
+    if not pem.is_pem(data):
         return [bytes(data)]
-    out = []
-    body = None
-    for line in data.split(b"\n"):
-        line = line.strip()
-        if line.startswith(b"-----BEGIN"):
-            body = []
-        elif line.startswith(b"-----END"):
-            if body is not None:
-                out.append(binascii.a2b_base64(b"".join(body)))
-            body = None
-        elif body is not None and line:
-            body.append(line)
+    out = pem.decode_all(data, None)
     if not out:
         raise ValueError("no PEM block found")
     return out
@@ -185,6 +174,7 @@ def _ssl_context(ca, cert, key, insecure):
         raise WsTlsError("wss:// needs ca= (the CA that signed the server certificate)")
     if (cert is None) != (key is None):
         raise WsTlsError("client certificate needs both cert= and key=")
+    from firmware.crypto import VerifyError
     what = "CA certificate"
     try:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -200,7 +190,7 @@ def _ssl_context(ca, cert, key, insecure):
             what = "client certificate or key"
             # mbedTLS takes one DER certificate here: the leaf (no intermediates)
             ctx.load_cert_chain(_pem_blocks(cert)[0], _pem_blocks(key)[0])
-    except (ValueError, OSError) as e:  # binascii.Error is a ValueError
+    except (ValueError, OSError, VerifyError) as e:  # binascii.Error is a ValueError
         raise WsTlsError("unusable %s: %s" % (what, _errname(e)))
     return ctx
 

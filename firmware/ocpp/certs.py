@@ -37,12 +37,13 @@
 # characters; else Rejected and InvalidChargePointCertificate. Accepted under
 # profile 3: the charger reconnects with it. Certificate and key live in the
 # store (a board's flash; keeping that flash unreadable is the board's job).
-import asyncio
+# The cryptography (PEM, DER, the key, the CSR's signature, chain checks) is
+# firmware/crypto's public API; OCPP adds only the messages and the store.
 import binascii
 import hashlib
 from firmware.core.work import run_sync
-from firmware.ota import VerifyError
-from firmware.ota import der, verify
+from firmware.crypto import VerifyError
+from firmware.crypto import der, keys, pem, verify
 from firmware.ocpp import profile
 from firmware.core.store import list_of
 
@@ -69,7 +70,7 @@ def _b64(b):
 
 
 def to_pem(d):
-    return "-----BEGIN CERTIFICATE-----\n%s\n-----END CERTIFICATE-----\n" % _b64(d)
+    return pem.encode("CERTIFICATE", d)
 
 
 def _fields(d):
@@ -108,7 +109,7 @@ def _one_cert(text):
     # Exactly one PEM certificate -> parsed der.Certificate (VerifyError if not).
     if "-----BEGIN CERTIFICATE-----" not in text:
         raise VerifyError("malformed", "not a PEM certificate")
-    blocks = der.pem_to_der_all(text)
+    blocks = pem.decode_all(text)
     if len(blocks) != 1:
         raise VerifyError("malformed", "%d certificates, expected one" % len(blocks))
     return der.parse_certificate(blocks[0])
@@ -121,7 +122,7 @@ def check_root(c, now):
 def check_root_work(c, now):
     # A trust anchor by the firmware-signing policy's issuer rules: a CA,
     # keyCertSign, no unknown critical extension, a usable key, in its
-    # validity period, its self-signature good (firmware/ota/policy.py).
+    # validity period, its self-signature good (firmware/crypto/policy.py).
     # Work (firmware/core/work.py): a signature check is 0.3-3 s on an MCU,
     # so the handlers drive it in the station's slices.
     yield from verify.check_anchor_work(c, now)
@@ -132,112 +133,6 @@ def _read(path):
         return f.read()
 
 
-def _public_of(key):
-    # The public key of a private key (PEM or DER: PKCS#8, SEC1 EC, PKCS#1
-    # RSA) as der.parse_spki gives it: ("ec", x, y) / ("rsa", n, e).
-    if isinstance(key, (bytes, bytearray)) and bytes(key[:5]) != b"-----":
-        d = bytes(key)
-    else:
-        text = key.decode() if isinstance(key, (bytes, bytearray)) else key
-        label = "PRIVATE KEY"
-        for lb in ("EC PRIVATE KEY", "RSA PRIVATE KEY"):
-            if "BEGIN " + lb in text:
-                label = lb
-        d = der.pem_to_der(text, label)
-    buf = memoryview(d)
-    s, e = der.expect(buf, 0, len(d), der.SEQUENCE)
-    kids = der.children(buf, s, e)
-    if len(kids) >= 3 and kids[1][0] == der.SEQUENCE and kids[2][0] == der.OCTET_STRING:
-        oid = der.parse_oid(buf, *der.children(buf, kids[1][1], kids[1][2])[0][1:])
-        inner = bytes(buf[kids[2][1]:kids[2][2]])
-        if oid == der.OID_RSA:
-            return _rsa_pub(inner)
-        return _ec_pub(inner)
-    if len(kids) >= 2 and kids[1][0] == der.OCTET_STRING:
-        return _ec_pub(d)
-    return _rsa_pub(d)
-
-
-def _rsa_pub(d):
-    buf = memoryview(d)
-    s, e = der.expect(buf, 0, len(d), der.SEQUENCE)
-    k = der.children(buf, s, e)
-    return ("rsa", der.parse_int(buf, k[1][1], k[1][2]), der.parse_int(buf, k[2][1], k[2][2]))
-
-
-def _ec_pub(d):
-    # SEC1 ECPrivateKey: its optional [1] publicKey, else d*G.
-    buf = memoryview(d)
-    s, e = der.expect(buf, 0, len(d), der.SEQUENCE)
-    kids = der.children(buf, s, e)
-    for t, ks, ke in kids[2:]:
-        if t == 0xA1:
-            bs, be = der.expect(buf, ks, ke, der.BIT_STRING)
-            bs, be = der.parse_bitstring(buf, bs, be)
-            if be - bs == 65 and buf[bs] == 4:
-                return ("ec", int.from_bytes(bytes(buf[bs + 1:bs + 33]), "big"),
-                        int.from_bytes(bytes(buf[bs + 33:bs + 65]), "big"))
-    n = int.from_bytes(bytes(buf[kids[1][1]:kids[1][2]]), "big")
-    x, y = _mul_g_sync(n)
-    return ("ec", x, y)
-
-
-# --- P-256 key generation and signing (a CSR for SignCertificate) -------------
-# The curve arithmetic is ota/ecdsa.py's (Jacobian, a = -3); here only the
-# scalar multiple of the base point and the signature.
-
-def _mul_g_steps(k):
-    from firmware.ota import ecdsa
-    X, Y, Z = 0, 1, 0
-    for i in range(255, -1, -1):
-        X, Y, Z = ecdsa._double(X, Y, Z)
-        if (k >> i) & 1:
-            X, Y, Z = ecdsa._add_affine(X, Y, Z, ecdsa.GX, ecdsa.GY)
-        yield (X, Y, Z)
-
-
-def _mul_g_sync(k):
-    from firmware.ota import ecdsa
-    p = None
-    for p in _mul_g_steps(k):
-        pass
-    return ecdsa._to_affine(*p)
-
-
-async def _mul_g(k):
-    # Some 256 doublings and additions on big integers: a board needs a
-    # while, so let the other tasks (the control loop) run every 16 bits.
-    import asyncio
-    from firmware.ota import ecdsa
-    p = None
-    i = 0
-    for p in _mul_g_steps(k):
-        i += 1
-        if i & 15 == 0:
-            await asyncio.sleep_ms(0)
-    return ecdsa._to_affine(*p)
-
-
-def _dlen(n):
-    if n < 128:
-        return bytes((n,))
-    if n < 256:
-        return bytes((0x81, n))
-    return bytes((0x82, n >> 8, n & 255))
-
-
-def _tlv(tag, body):
-    return bytes((tag,)) + _dlen(len(body)) + body
-
-
-def _int(v):
-    b = v.to_bytes(33, "big")
-    i = 0
-    while i < 32 and b[i] == 0 and b[i + 1] < 0x80:
-        i += 1
-    return _tlv(der.INTEGER, b[i:])
-
-
 _OID_EC = b"\x06\x07\x2a\x86\x48\xce\x3d\x02\x01"
 _OID_P256 = b"\x06\x08\x2a\x86\x48\xce\x3d\x03\x01\x07"
 _OID_ECDSA_SHA256 = b"\x06\x08\x2a\x86\x48\xce\x3d\x04\x03\x02"
@@ -245,44 +140,28 @@ _OID_CN = b"\x06\x03\x55\x04\x03"
 _OID_O = b"\x06\x03\x55\x04\x0a"
 
 
-def _pem(label, d):
-    b = _b64(d)
-    lines = [b[i:i + 64] for i in range(0, len(b), 64)]
-    return "-----BEGIN %s-----\n%s\n-----END %s-----\n" % (label, "\n".join(lines), label)
-
-
 async def make_csr(cn, org):
     # -> (CSR PEM, SEC1 private key PEM): a new P-256 key, the PKCS#10
-    # request (subject O=org if given, CN=cn) signed with ECDSA-SHA256.
+    # request (subject O=org if given, CN=cn) signed with ECDSA-SHA256. The
+    # key and the signature are firmware/crypto's work units, run in the
+    # station's slices: some 256 doublings and additions on big integers
+    # each, a while on a board.
     import os
-    from firmware.ota import ecdsa
-    n = ecdsa.N
-    d = int.from_bytes(os.urandom(32), "big") % (n - 1) + 1
-    x, y = await _mul_g(d)
-    point = b"\x00\x04" + x.to_bytes(32, "big") + y.to_bytes(32, "big")
-    spki = _tlv(der.SEQUENCE, _tlv(der.SEQUENCE, _OID_EC + _OID_P256) + _tlv(der.BIT_STRING, point))
+    from firmware.crypto import ecdsa
+    from firmware.core.sched import Slice, WORK_SLICE_MS
+    sl = Slice(WORK_SLICE_MS)
+    d, x, y = await sl.run(ecdsa.generate_key_work(os.urandom))
+    tlv = der.tlv
+    spki = tlv(der.SEQUENCE, tlv(der.SEQUENCE, _OID_EC + _OID_P256) + tlv(der.BIT_STRING, keys.ec_point(x, y)))
     rdns = b""
     if org:
-        rdns += _tlv(der.SET, _tlv(der.SEQUENCE, _OID_O + _tlv(0x0C, org.encode())))
-    rdns += _tlv(der.SET, _tlv(der.SEQUENCE, _OID_CN + _tlv(0x0C, cn.encode())))
-    info = _tlv(der.SEQUENCE, _int(0) + _tlv(der.SEQUENCE, rdns) + spki + b"\xa0\x00")
-    digest = hashlib.sha256(info).digest()
-    z = int.from_bytes(digest, "big")
-    while True:
-        # A hedged nonce: fresh randomness mixed with the key and the
-        # message, so a weak random source alone does not give k away.
-        h = hashlib.sha256(d.to_bytes(32, "big") + digest + os.urandom(32)).digest()
-        k = int.from_bytes(h, "big") % (n - 1) + 1
-        rx, _ = await _mul_g(k)
-        r = rx % n
-        s = pow(k, n - 2, n) * (z + r * d) % n
-        if r and s:
-            break
-    sig = _tlv(der.SEQUENCE, _int(r) + _int(s))
-    csr = _tlv(der.SEQUENCE, info + _tlv(der.SEQUENCE, _OID_ECDSA_SHA256) + _tlv(der.BIT_STRING, b"\x00" + sig))
-    key = _tlv(der.SEQUENCE, _int(1) + _tlv(der.OCTET_STRING, d.to_bytes(32, "big"))
-               + _tlv(0xA0, _OID_P256) + _tlv(0xA1, _tlv(der.BIT_STRING, point)))
-    return _pem("CERTIFICATE REQUEST", csr), _pem("EC PRIVATE KEY", key)
+        rdns += tlv(der.SET, tlv(der.SEQUENCE, _OID_O + tlv(0x0C, org.encode())))
+    rdns += tlv(der.SET, tlv(der.SEQUENCE, _OID_CN + tlv(0x0C, cn.encode())))
+    info = tlv(der.SEQUENCE, der.int_tlv(0) + tlv(der.SEQUENCE, rdns) + spki + b"\xa0\x00")
+    r, s = await sl.run(ecdsa.sign_work(hashlib.sha256(info).digest(), d, os.urandom))
+    sig = ecdsa.encode_signature(r, s)
+    csr = tlv(der.SEQUENCE, info + tlv(der.SEQUENCE, _OID_ECDSA_SHA256) + tlv(der.BIT_STRING, b"\x00" + sig))
+    return pem.encode("CERTIFICATE REQUEST", csr), pem.encode("EC PRIVATE KEY", keys.ec_private_der(d, x, y))
 
 
 def stored_roots(store, kind):
@@ -391,7 +270,7 @@ class Certificates:
                 continue
             try:
                 data = _read(path)
-                blocks = der.pem_to_der_all(data) if b"-----BEGIN" in data else [data]
+                blocks = pem.decode_all(data) if b"-----BEGIN" in data else [data]
                 new = []
                 for d in blocks:
                     c = der.parse_certificate(d)
@@ -490,10 +369,10 @@ class Certificates:
                 return "Rejected", "no charge point key to match"
             if "-----BEGIN CERTIFICATE-----" not in chain:
                 return "Rejected", "not a PEM certificate chain"
-            certs = [der.parse_certificate(d) for d in der.pem_to_der_all(chain)]
+            certs = [der.parse_certificate(d) for d in pem.decode_all(chain)]
             now = cl.clock.wall()
             leaf = certs[0]
-            if leaf.public_key != _public_of(key):
+            if leaf.public_key != keys.public_of(key):
                 return "Rejected", "certificate does not match the charge point key"
             if leaf.is_ca is True:
                 return "Rejected", "a CA certificate, not a charge point certificate"

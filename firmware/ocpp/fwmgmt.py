@@ -32,11 +32,11 @@
 # handler) with retries.
 import asyncio
 import json
-from firmware.ocpp import timefmt
+from firmware.core import timefmt
 from firmware.core.store import is_int, is_num
 from firmware.ocpp.tar import TarWriter
 from firmware.net.http import download, upload, HttpError
-from firmware.ota import VerifyError
+from firmware.crypto import VerifyError
 from firmware.ota import update as ota_update
 
 FW_FILE = "fw_download.bin"

@@ -1,15 +1,5 @@
-# Firmware-update verification: SHA-256, X.509 (DER) parsing, RSA and ECDSA P-256.
-# Every failure surfaces as VerifyError(reason); callers never see other exceptions.
-
-
-class VerifyError(Exception):
-    # reason is a short stable code (e.g. "cert_expired") callers can map to OCPP statuses.
-    def __init__(self, reason, detail=None):
-        super().__init__(reason)
-        self.reason = reason
-        self.detail = detail
-
-    def __str__(self):
-        if self.detail:
-            return "%s: %s" % (self.reason, self.detail)
-        return self.reason
+# Firmware updates: signed bundles (bundle), the two slots (slots), the
+# OCPP-driven update (update) and the USB one (local). The cryptography they
+# use is firmware/crypto's; VerifyError is re-exported here for callers that
+# only deal with updates.
+from firmware.crypto import VerifyError  # noqa: F401

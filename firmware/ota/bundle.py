@@ -35,14 +35,13 @@
 #   size_mismatch  file length differs from what the manifest says
 #   hash_mismatch  a file's SHA-256 differs from the manifest
 #   bad_signature  the signature does not verify (or cannot be decoded)
-#   plus every reason of firmware.ota.verify.verify_chain (unknown_root, cert_expired, ...)
+#   plus every reason of firmware.crypto.verify.verify_chain (unknown_root, cert_expired, ...)
 #
 # Long steps (every file's hash, the signature, extracting) are generators
 # (*_work, firmware/core/work.py) yielding after each chunk, so the charger
 # drives them in bounded slices; check_bundle, verify_bundle and extract run
 # the same work to the end at once (host tools, tests, the USB path).
 import binascii
-import hashlib
 import json
 import os
 
@@ -315,21 +314,16 @@ def _walk(path, manifest, target):
 
 
 def _chunks(f, mv, size, want):
-    h = hashlib.sha256()
-    left = size
-    while left:
-        n = f.readinto(mv[:min(left, len(mv))])
-        if not n:
-            raise VerifyError(SIZE_MISMATCH, "truncated")
-        h.update(mv[:n])
-        left -= n
-        yield mv[:n]
-    if binascii.hexlify(h.digest()).decode() != want:
+    from firmware.crypto.sha import hashed_chunks
+    digest, n = yield from hashed_chunks(f, mv, size)
+    if n != size:
+        raise VerifyError(SIZE_MISMATCH, "truncated")
+    if binascii.hexlify(digest).decode() != want:
         raise VerifyError(HASH_MISMATCH, "file")
 
 
 def _sig_alg(cert):
-    from firmware.ota import der
+    from firmware.crypto import der
     kind = cert.public_key[0]
     if kind == "ec":
         return der.ALG_ECDSA_SHA256
@@ -354,14 +348,14 @@ def verify_bundle_work(path, sig_b64, signing_cert_pem, roots, now, alg=None, le
     only the first length bytes (a signed file's trailer is not signed).
     Returns the root Certificate the signer chains to; raises VerifyError.
     """
-    from firmware.ota import der, verify
-    from firmware.ota.sha import sha256_file_work
+    from firmware.crypto import der, pem, verify
+    from firmware.crypto.sha import sha256_file_work
     try:
         # The signer first, then any intermediates (several PEM blocks, or DER back to back).
         chain = [der.parse_certificate(d) for d in der.split_certificates(signing_cert_pem)]
         cert = chain[0]
         if isinstance(roots, (str, bytes)):
-            roots = der.pem_to_der_all(roots)
+            roots = pem.decode_all(roots)
         root = yield from verify.verify_chain_work(chain, roots, now)
         try:
             sig = binascii.a2b_base64(sig_b64)
@@ -425,7 +419,7 @@ def extract_work(path, manifest, dest_dir, write_file=None, target=None):
     """Stream the bundle's files into dest_dir.
 
     With target, only "<target>/..." files are written, that prefix removed
-    (dest_dir/firmware/ota/der.mpy); without, every file at its bundle path.
+    (dest_dir/firmware/crypto/der.mpy); without, every file at its bundle path.
     write_file(dest_path, chunks) writes one file from an iterator of
     bytes-like chunks (valid only until the next one); the iterator raises
     VerifyError(hash_mismatch/size_mismatch) after the last chunk if the file

@@ -37,8 +37,8 @@ UNSIGNED = "unsigned"
 
 def _roots(roots):
     if isinstance(roots, (str, bytes)):
-        from firmware.ota import der
-        return der.pem_to_der_all(roots)
+        from firmware.crypto import pem
+        return pem.decode_all(roots)
     return roots
 
 

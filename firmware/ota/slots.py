@@ -30,9 +30,9 @@
 # charger drives an install in bounded slices; install and check_slot run the
 # same work at once (the boot loader, tests, the USB path).
 import binascii
-import hashlib
 import os
 from firmware.core.work import run_sync
+from firmware.crypto.sha import hashed_chunks
 from firmware.ota import VerifyError
 from firmware.ota import bundle as _bundle
 
@@ -198,20 +198,12 @@ class Slots:
                 p = e.get("path")
                 if not _safe_rel(p):
                     return False
-                h = hashlib.sha256()
-                n = 0
                 f = open(d + "/" + p, "rb")
                 try:
-                    while True:
-                        k = f.readinto(buf)
-                        if not k:
-                            break
-                        h.update(mv[:k])
-                        n += k
-                        yield
+                    digest, n = yield from hashed_chunks(f, mv)
                 finally:
                     f.close()
-                if n != e.get("size") or binascii.hexlify(h.digest()).decode() != e.get("sha256"):
+                if n != e.get("size") or binascii.hexlify(digest).decode() != e.get("sha256"):
                     return False
         except (OSError, AttributeError, TypeError):
             return False

@@ -22,7 +22,7 @@ from firmware.ota import bundle
 
 def is_signature_reason(reason):
     # Every certificate / signature refusal (docs/firmware-signing.md lists them).
-    from firmware.ota import policy
+    from firmware.crypto import policy
     return reason in policy.REASONS
 
 
@@ -45,7 +45,7 @@ def check_signer_work(cert_pem, roots, now):
     """The signing certificate alone (SignedUpdateFirmware, before any download):
     it must chain to an installed ManufacturerRootCertificate, through the
     intermediates that follow it as further PEM blocks. Raises VerifyError."""
-    from firmware.ota import der, verify
+    from firmware.crypto import der, verify
     if not roots:
         raise VerifyError(verify.UNKNOWN_ROOT, "no ManufacturerRootCertificate installed")
     try:

@@ -210,13 +210,13 @@ async def spin(stop, st):
 async def update_load(stop, st, board, spec, root):
     # The steps of an OCPP SignedUpdateFirmware after its request, repeated.
     from firmware.net.http import download
-    from firmware.ota import der
+    from firmware.crypto import pem
     from firmware.ota.slots import Slots
     from firmware.ota.update import Updater
     from firmware.version import VERSION
     url, root_pem, sig, cert_pem = spec
     f = open(root_pem)
-    roots = der.pem_to_der_all(f.read())
+    roots = pem.decode_all(f.read())
     f.close()
     f = open(cert_pem)
     cert = f.read()

@@ -50,7 +50,7 @@ async def main(o):
     # code (in flash when frozen on a board); what comes after is data.
     import firmware.ocpp.client, firmware.ocpp.handlers, firmware.net.ws, firmware.net.http  # noqa
     import firmware.station, firmware.core.log, firmware.core.config, firmware.bench, firmware.ota.update  # noqa
-    import firmware.ota.der, firmware.ota.verify, firmware.ota.ecdsa, firmware.ota.rsa  # noqa (certificates)
+    import firmware.crypto.der, firmware.crypto.verify, firmware.crypto.ecdsa, firmware.crypto.rsa  # noqa (certificates)
     gc.collect()
     code = gc.mem_alloc()
     opts = {"dir": o["dir"], "time": "real", "connectors_hw": 1, "seed": 1, "repl": False, "echo_log": False,

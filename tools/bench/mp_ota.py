@@ -45,11 +45,12 @@ def main():
     runs = int(arg("--runs", "5"))
     gc.collect()
     base = gc.mem_alloc()
-    from firmware.ota import der, local, verify
+    from firmware.ota import local
+    from firmware.crypto import der, pem, verify
     from firmware.ota import bundle as _bundle
-    from firmware.ota.sha import sha256_file
+    from firmware.crypto.sha import sha256_file
     f = open(arg("--root"))
-    roots = der.pem_to_der_all(f.read())
+    roots = pem.decode_all(f.read())
     f.close()
     now = int(time.time())
     gc.collect()

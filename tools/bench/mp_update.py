@@ -45,12 +45,12 @@ def main():
     d = arg("--dir")
     from firmware.core.store import Store
     from firmware.net.http import download
-    from firmware.ota import der
+    from firmware.crypto import pem
     from firmware.ota.slots import Slots
     from firmware.ota.update import Updater
     from firmware.version import VERSION
     f = open(arg("--root"))
-    roots = der.pem_to_der_all(f.read())
+    roots = pem.decode_all(f.read())
     f.close()
     f = open(arg("--cert"))
     cert = f.read()

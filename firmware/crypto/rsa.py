@@ -7,7 +7,7 @@
 import hashlib
 
 from firmware.core.work import run_sync
-from firmware.ota import VerifyError
+from firmware.crypto import VerifyError
 
 HLEN = 32
 # DER DigestInfo header for SHA-256 (RFC 8017 9.2 note 1).
@@ -42,7 +42,7 @@ def _public_op(n, e, sig, k):
     s = int.from_bytes(bytes(sig), "big")
     if s >= n:
         raise VerifyError("bad_signature", "out of range")
-    from firmware.ota.ecdsa import pow_work
+    from firmware.crypto.ecdsa import pow_work
     m = yield from pow_work(s, e, n, RSA_STEP_BITS)
     return m, bits
 

@@ -17,10 +17,9 @@
 #   sig_alg_mismatch  outer signatureAlgorithm differs from the tbs one
 #   duplicate_extension  one extension OID twice
 #   malformed     anything else structurally wrong (truncation, wrong tags)
-# The policy over the parsed fields is in firmware/ota/policy.py.
-import binascii
-
-from firmware.ota import VerifyError
+# The policy over the parsed fields is in firmware/crypto/policy.py.
+from firmware.core import timefmt
+from firmware.crypto import VerifyError
 
 SEQUENCE = 0x30
 SET = 0x31
@@ -183,7 +182,8 @@ def split_certificates(blob):
     # Certificates one after another (PEM blocks, or DER back to back: a signed
     # bundle's trailer) -> list of DER byte strings, signer first.
     if isinstance(blob, str) or bytes(blob[:5]) == b"-----" or b"-----BEGIN" in bytes(blob[:64]):
-        out = pem_to_der_all(blob)
+        from firmware.crypto import pem
+        out = pem.decode_all(blob)
         if not out:
             raise _bad("no PEM block")
         return out
@@ -204,17 +204,6 @@ def parse_bitstring(buf, s, e):
     if s >= e or buf[s] != 0:
         raise _bad("bit string")
     return s + 1, e
-
-
-def _days_from_civil(y, m, d):
-    # Howard Hinnant's algorithm: days since 1970-01-01, no dependence on the port's epoch.
-    y -= m <= 2
-    era = (y if y >= 0 else y - 399) // 400
-    yoe = y - era * 400
-    mp = (m + 9) % 12
-    doy = (153 * mp + 2) // 5 + d - 1
-    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    return era * 146097 + doe - 719468
 
 
 def parse_time(buf, tag, s, e):
@@ -250,15 +239,9 @@ def parse_time(buf, tag, s, e):
     hh = int(body[4:6])
     mi = int(body[6:8])
     ss = int(body[8:10])
-    if not (1 <= mo <= 12 and 1 <= d <= days_in_month(y, mo) and hh < 24 and mi < 60 and ss < 60):
+    if not (1 <= mo <= 12 and 1 <= d <= timefmt.days_in_month(y, mo) and hh < 24 and mi < 60 and ss < 60):
         raise VerifyError(BAD_TIME, "not a calendar date")
-    return ((_days_from_civil(y, mo, d) * 24 + hh) * 60 + mi) * 60 + ss
-
-
-def days_in_month(y, m):
-    if m == 2:
-        return 29 if (y % 4 == 0 and y % 100 != 0) or y % 400 == 0 else 28
-    return 30 if m in (4, 6, 9, 11) else 31
+    return ((timefmt.days_from_civil(y, mo, d) * 24 + hh) * 60 + mi) * 60 + ss
 
 
 def _str_value(buf, tag, s, e):
@@ -387,7 +370,8 @@ class Certificate:
     #   unknown_critical  OIDs of critical extensions this parser does not know
     def __init__(self, der):
         if isinstance(der, str) or bytes(der[:5]) == b"-----":
-            der = pem_to_der(der)
+            from firmware.crypto import pem
+            der = pem.decode(der)
         self.der = bytes(der)
         buf = memoryview(self.der)
         end = len(self.der)
@@ -459,41 +443,37 @@ class Certificate:
             if n == 3:
                 if self.version != 3:
                     raise VerifyError(BAD_VERSION, "extensions in a v%d certificate" % self.version)
-                from firmware.ota import x509ext  # its own module: keeps der.py small to compile
+                from firmware.crypto import x509ext  # its own module: keeps der.py small to compile
                 x509ext.parse(self, buf, xs, xe)
             elif self.version < 2:
                 raise VerifyError(BAD_VERSION, "unique identifier in a v1 certificate")
 
 
-def pem_to_der(pem, label="CERTIFICATE"):
-    # Base64 body between the BEGIN/END lines of the first block with this label.
-    if isinstance(pem, (bytes, bytearray)):
-        pem = pem.decode()
-    begin = "-----BEGIN %s-----" % label
-    endm = "-----END %s-----" % label
-    a = pem.find(begin)
-    b = pem.find(endm, a + 1)
-    if a < 0 or b < 0:
-        raise _bad("no PEM block")
-    body = "".join(pem[a + len(begin):b].split())
-    try:
-        return binascii.a2b_base64(body)
-    except Exception:
-        raise _bad("base64")
+# --- encoding (the CSR and its key, firmware/ocpp/certs.py) ------------------
+
+def _len_bytes(n):
+    if n < 128:
+        return bytes((n,))
+    b = b""
+    while n:
+        b = bytes((n & 255,)) + b
+        n >>= 8
+    return bytes((0x80 | len(b),)) + b
 
 
-def pem_to_der_all(pem, label="CERTIFICATE"):
-    # Every block with this label (a bundle of root certificates).
-    if isinstance(pem, (bytes, bytearray)):
-        pem = pem.decode()
-    out = []
-    endm = "-----END %s-----" % label
-    while True:
-        b = pem.find(endm)
-        if b < 0:
-            return out
-        out.append(pem_to_der(pem[:b + len(endm)], label))
-        pem = pem[b + len(endm):]
+def tlv(tag, body):
+    # One TLV with a minimal (DER) length.
+    return bytes((tag,)) + _len_bytes(len(body)) + body
+
+
+def int_tlv(v):
+    # A non-negative INTEGER, minimal: a leading zero only before a high bit.
+    # (No int.bit_length on MicroPython: the hex digits give the size.)
+    b = v.to_bytes(1 + (len("%x" % v) + 1) // 2, "big")
+    i = 0
+    while i < len(b) - 1 and b[i] == 0 and b[i + 1] < 0x80:
+        i += 1
+    return tlv(INTEGER, b[i:])
 
 
 def parse_certificate(data):

@@ -1,4 +1,5 @@
-# ECDSA P-256 / SHA-256 verification on built-in big ints.
+# ECDSA P-256 / SHA-256 on built-in big ints: verification (updates,
+# certificates), key generation and signing (the charge point's CSR).
 # Jacobian coordinates avoid a field inversion per step; Shamir's trick
 # computes u1*G + u2*Q in one pass of doublings.
 #
@@ -6,9 +7,11 @@
 # yields every STEP_BITS bits of the scalar multiplication and of each
 # modular inversion: one verify is 0.3-3 s on an MCU, far past the control
 # loop's budget if done in one piece. verify runs it to the end at once.
+# generate_key_work and sign_work are work units the same way; the names
+# with a leading underscore are this package's own.
 from firmware.core.work import run_sync
-from firmware.ota import VerifyError
-from firmware.ota import der
+from firmware.crypto import VerifyError
+from firmware.crypto import der
 
 P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
 N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
@@ -145,3 +148,63 @@ def verify_work(qx, qy, digest, sig):
 
 def verify(qx, qy, digest, sig):
     run_sync(verify_work(qx, qy, digest, sig))
+
+
+# --- key generation and signing (the CSR for SignCertificate) ----------------
+# rng(n) -> n random bytes: os.urandom on a board (the hardware generator).
+
+def mul_g_work(k):
+    # k*G in affine coordinates (x, y), double-and-add over 256 bits,
+    # yielding every STEP_BITS bits. Not constant time: used for a key made on
+    # the charger and for a nonce that never leaves it.
+    X, Y, Z = 0, 1, 0
+    for i in range(255, -1, -1):
+        X, Y, Z = _double(X, Y, Z)
+        if (k >> i) & 1:
+            X, Y, Z = _add_affine(X, Y, Z, GX, GY)
+        if not i % STEP_BITS:
+            yield
+    if Z == 0:
+        raise VerifyError("bad_key", "scalar is a multiple of the order")
+    return (yield from _to_affine_work(X, Y, Z))
+
+
+def _scalar(b):
+    # 32 random bytes -> 1 .. N-1
+    return int.from_bytes(b, "big") % (N - 1) + 1
+
+
+def generate_key_work(rng):
+    # -> (d, x, y): a new private scalar and its public point.
+    d = _scalar(rng(32))
+    x, y = yield from mul_g_work(d)
+    return d, x, y
+
+
+def generate_key(rng):
+    return run_sync(generate_key_work(rng))
+
+
+def sign_work(digest, d, rng):
+    # ECDSA signature (r, s) of a SHA-256 digest with private scalar d. A
+    # hedged nonce: fresh randomness mixed with the key and the message, so a
+    # weak random source alone does not give the nonce (and the key) away.
+    import hashlib
+    z = int.from_bytes(bytes(digest), "big")
+    while True:
+        k = _scalar(hashlib.sha256(d.to_bytes(32, "big") + bytes(digest) + rng(32)).digest())
+        rx, _ = yield from mul_g_work(k)
+        r = rx % N
+        ki = yield from pow_work(k, N - 2, N)
+        s = ki * (z + r * d) % N
+        if r and s:
+            return r, s
+
+
+def sign(digest, d, rng):
+    return run_sync(sign_work(digest, d, rng))
+
+
+def encode_signature(r, s):
+    # (r, s) -> DER SEQUENCE { r INTEGER, s INTEGER } (X.509, CSRs).
+    return der.tlv(der.SEQUENCE, der.int_tlv(r) + der.int_tlv(s))

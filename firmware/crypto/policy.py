@@ -18,9 +18,9 @@
 #   path_len_exceeded     more CAs below an issuer than its pathLenConstraint allows
 #   unknown_critical_extension  a critical extension this firmware does not know
 #   chain_too_long        no root reached within MAX_CHAIN certificates
-from firmware.ota import VerifyError
-from firmware.ota import der
-from firmware.ota import x509ext
+from firmware.crypto import VerifyError
+from firmware.crypto import der
+from firmware.crypto import x509ext
 
 MAX_CHAIN = 4
 OID_CODE_SIGNING = "1.3.6.1.5.5.7.3.3"
@@ -67,7 +67,7 @@ def check_key(c):
         if not 2048 <= bits <= 4096 or e < 3 or not e & 1 or e >> 256:
             raise VerifyError(BAD_KEY, "rsa %d bits in %s" % (bits, c.subject_cn))
         return
-    from firmware.ota import ecdsa
+    from firmware.crypto import ecdsa
     if k[0] != "ec" or not ecdsa.on_curve(k[1], k[2]):
         raise VerifyError(BAD_KEY, "ec point not on P-256 in %s" % c.subject_cn)
 

@@ -7,9 +7,9 @@
 import hashlib
 
 from firmware.core.work import run_sync
-from firmware.ota import VerifyError
-from firmware.ota import der
-from firmware.ota import policy
+from firmware.crypto import VerifyError
+from firmware.crypto import der
+from firmware.crypto import policy
 
 # Reasons verify_cert / verify_chain report (VerifyError.reason).
 BAD_SIGNATURE = "bad_signature"
@@ -46,13 +46,13 @@ def _verify(pubkey, sig_alg, digest, signature, pss_salt, ecdsa_form=ECDSA_DER):
     if sig_alg == der.ALG_ECDSA_SHA256:
         if kind != "ec":
             raise VerifyError("key_algorithm_mismatch", "ecdsa needs an ec key")
-        from firmware.ota import ecdsa
+        from firmware.crypto import ecdsa
         yield from ecdsa.verify_work(pubkey[1], pubkey[2], digest, _ecdsa_sig(signature, ecdsa_form))
         return
     if sig_alg in (der.ALG_RSA_PKCS1_SHA256, der.ALG_RSA_PSS_SHA256):
         if kind != "rsa":
             raise VerifyError("key_algorithm_mismatch", "rsa signature needs an rsa key")
-        from firmware.ota import rsa
+        from firmware.crypto import rsa
         if sig_alg == der.ALG_RSA_PKCS1_SHA256:
             yield from rsa.verify_pkcs1v15_work(pubkey[1], pubkey[2], digest, signature)
         else:

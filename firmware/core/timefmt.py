@@ -1,16 +1,25 @@
 # RFC 3339 date-times as OCPP uses them ("2026-11-21T10:00:00Z",
 # "2026-11-21T10:00:00.123+01:00") <-> seconds since 1970-01-01 UTC.
 # Done by hand: the ports differ in their epoch and not all have mktime.
+# Used by OCPP messages, the security log and the X.509 parser alike.
 
 
-def _days(y, m, d):
-    # Days since 1970-01-01 (civil calendar, proleptic Gregorian).
+def days_from_civil(y, m, d):
+    # Days since 1970-01-01 (civil calendar, proleptic Gregorian; Howard
+    # Hinnant's algorithm), no dependence on the port's epoch. The one copy:
+    # X.509 times (firmware/crypto/der.py) use it too.
     y -= m <= 2
     era = (y if y >= 0 else y - 399) // 400
     yoe = y - era * 400
     doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
     doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
     return era * 146097 + doe - 719468
+
+
+def days_in_month(y, m):
+    if m == 2:
+        return 29 if (y % 4 == 0 and y % 100 != 0) or y % 400 == 0 else 28
+    return 30 if m in (4, 6, 9, 11) else 31
 
 
 def _digits(s, i, n):
@@ -50,7 +59,7 @@ def parse(s):
                 ofs = -ofs
         else:
             return None
-        return _days(y, mo, d) * 86400 + h * 3600 + mi * 60 + se + ofs
+        return days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se + ofs
     except (ValueError, IndexError):
         return None
 

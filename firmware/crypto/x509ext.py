@@ -1,9 +1,9 @@
 # The extensions of an X.509 v3 certificate (RFC 5280 4.2), strict DER:
 # basicConstraints, keyUsage and extendedKeyUsage are read into the
 # der.Certificate; a duplicate is refused; other critical ones are listed in
-# Certificate.unknown_critical for firmware/ota/policy.py to refuse.
-from firmware.ota import VerifyError
-from firmware.ota import der
+# Certificate.unknown_critical for firmware/crypto/policy.py to refuse.
+from firmware.crypto import VerifyError
+from firmware.crypto import der
 
 # Extensions the policy reads or knows to be irrelevant to a code-signing
 # chain; any other extension marked critical is refused (RFC 5280 4.2).
