@@ -102,6 +102,7 @@ class UnixBoard:
         for e in errors:
             self.log.error("config", e)
         self.log.level = cfg["log_level"]
+        self.log.json = cfg["log_json"]
         for why in failures:
             self.log.error("boot", why)
         self.log.info("boot", "image %s (%s): %s" % (slot, self.slots.version(slot), report))
