@@ -131,7 +131,7 @@ class ControlChannel:
         except Exception as e:  # never let a request take the firmware down
             self.errors += 1
             self.board.log.error("control", "request failed: %s" % errtext(e))
-            reply = {"ok": False, "error": "internal error: %r" % e}
+            reply = {"ok": False, "error": "internal error: %s" % errtext(e)}
         if rid is not None:
             reply["id"] = rid
         return reply

@@ -280,6 +280,14 @@ class OcppClient:
                 if self.phases == 3:
                     for ph in ("L1-N", "L2-N", "L3-N"):
                         out.append({"value": v, "measurand": m, "unit": "V", "context": context, "phase": ph})
+            elif m == "SoC":
+                # Only when the EV tells it (the simulated EV; ISO 15118 on a
+                # board): basic AC charging has no way to know it.
+                soc = getattr(self.station.hw, "soc_pct", None)
+                soc = None if soc is None else soc[c.idx]
+                if soc is not None:
+                    out.append({"value": str(soc), "measurand": m, "unit": "Percent", "location": "EV",
+                                "context": context})
             elif m == "Temperature" and self.station.temp_dc is not None:
                 out.append({"value": "%.1f" % (self.station.temp_dc / 10), "measurand": m, "unit": "Celsius",
                             "context": context})
