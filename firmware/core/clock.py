@@ -18,6 +18,7 @@
 # functions (hot paths import them) and methods of both clocks; the module's
 # ticks_ms() is the port's real time with that period.
 import asyncio
+import sys
 import time
 from heapq import heappush, heappop
 from micropython import const
@@ -81,6 +82,10 @@ class RealClock:
 
     def __init__(self, epoch=None):
         self._wall_ofs = 0
+        # The wall clock is known once set (CSMS, host), or from the start on
+        # the Unix port (the host's clock). A board's RTC after power-up runs
+        # from a made-up date (2000 on ESP32, 2021 on RP2040).
+        self._wall_known = sys.platform in ("linux", "darwin")
         self._t0 = time.ticks_ms()  # the port's own ticks: on Unix they do not wrap in practice
         if epoch is not None:
             self.set_wall(epoch)
@@ -108,11 +113,12 @@ class RealClock:
 
     def set_wall(self, epoch):
         self._wall_ofs = int(epoch) - time.time()
+        self._wall_known = True
 
     def wall_ms(self):
         # Epoch ms, or None while the wall clock is not known (for log stamps).
         w = self.wall()
-        if w < WALL_KNOWN_MIN:
+        if not self._wall_known or w < WALL_KNOWN_MIN:
             return None
         ns = getattr(time, "time_ns", None)
         return w * 1000 if ns is None else ns() // 1000000 + self._wall_ofs * 1000
