@@ -514,7 +514,7 @@ class Certificates:
         except VerifyError as e:
             return "Rejected", "chain check failed: %s" % e
         except Exception as e:
-            return "Rejected", "unreadable: %r" % e
+            return "Rejected", "unreadable: %s" % errtext(e)
         pk = self.pending_key  # a key made for our own CSR; else the configured key
         self.cp = {"cert": chain, "key": (pk.decode() if isinstance(pk, bytes) else pk) if pk else ""}
         cl.store.write(CP_RECORD, self.cp)

@@ -21,6 +21,7 @@
 import binascii
 
 from firmware.ota import VerifyError
+from firmware.core.errtext import errtext  # an exception in words for a log line
 
 SEQUENCE = 0x30
 SET = 0x31
@@ -505,4 +506,4 @@ def parse_certificate(data):
     except MemoryError:
         raise  # short of RAM is not a bad signature
     except Exception as ex:
-        raise VerifyError("malformed", repr(ex))
+        raise VerifyError("malformed", errtext(ex))
