@@ -104,7 +104,10 @@ def main(argv=None):
     except OSError as e:
         print("error: control channel: %s" % (e.strerror or e), file=sys.stderr)
         return 2
-    print(json.dumps(reply, indent=1))
+    try:
+        print(json.dumps(reply, indent=1), flush=True)
+    except BrokenPipeError:  # piped into head: the reader has what it wanted
+        sys.stdout = None
     if not reply.get("ok"):
         print("error: %s" % reply.get("error"), file=sys.stderr)
         return 1
