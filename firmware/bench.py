@@ -53,6 +53,8 @@ COMMANDS = {
                  (("level", "choice", "info", None, LEVELS),)),
     "mute": ("silence the console log (True) or bring it back (False); log() keeps every entry",
              (("on", "bool", True, None, None),)),
+    "plant_reset": ("the simulated world as on a first start: no EV (the next is a new default one), 25 C, "
+                    "no injected faults; the charger's meters keep their registers", ()),
 }
 
 
@@ -181,6 +183,7 @@ class Bench:
         o = self._outlet(c)
         o.ev.plugged = False
         o.ev.s2 = False
+        o.ev.arrive()  # that car drove off: the next plug() is a new one at the starting charge
         o.pp_ohm = -1
         self._changed()
         return {}
@@ -221,6 +224,7 @@ class Bench:
             ev.capacity_wh = battery_wh
         if soc_pct is not None:
             ev.soc_wh = ev.capacity_wh * soc_pct / 100
+        ev.recount()
         self._changed()
         return {"ev": ev.to_dict()}
 
@@ -380,6 +384,14 @@ class Bench:
         self._plant().tamper = opened
         self._changed()
         return {}
+
+    def plant_reset(self):
+        p = self._plant()
+        p.step(self.board.clock.ticks_ms())  # what happened so far stays on the trace
+        p.reset()
+        p.save()  # a power cut now must not bring the old world back
+        self._changed()
+        return {"result": "plant reset: no EV, 25 C, no injected faults"}
 
     def hog(self, kb=None):
         import gc

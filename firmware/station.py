@@ -21,6 +21,7 @@ from firmware.core.sched import Periodic, Watchdog, Slice, Tasks, WORK_SLICE_MS
 from firmware.evse.connector import Connector, SLOW_MS
 from firmware.evse.derate import Derate
 from firmware.version import VERSION
+from firmware.core.errtext import errtext  # an exception in words for a log line
 
 STORE_MS = const(1000)
 STORE_SLICE_MS = const(5)  # yield to the loop after this much flash work
@@ -120,7 +121,7 @@ class Station:
             self.hw.safe(now)
             for c in self.connectors:
                 c.contactor.force_open(now)
-                c.faults.raise_("internal", "control tick raised %r" % e, now)
+                c.faults.raise_("internal", "control tick raised %s" % errtext(e), now)
             return None
 
     def _tick(self, now):
@@ -221,7 +222,7 @@ class Station:
                     await sl.check()
                 self.log.flush(self.store)
             except OSError as e:
-                self.log.error("store", "write failed: %r" % e)
+                self.log.error("store", "write failed: %s" % errtext(e))
             # Clear the watchdog fault once the control loop runs again.
             if not self.watchdog.stalled:
                 for c in self.connectors:
@@ -264,17 +265,17 @@ class Station:
                 # a pending Reset's reason wins; also ends its task when it is the one rebooting us
                 reason = self.ocpp.shutdown(reason, who, why or reason) or reason
             except Exception as e:  # the rest of the stop must still happen
-                self.internal_error("station", "OCPP shutdown raised %r" % e)
+                self.internal_error("station", "OCPP shutdown raised %s" % errtext(e))
         self.tasks.cancel_all()
         try:
             self.persist(force=True)
             self.store.flush_pending()  # records a task was writing in slices
         except OSError as e:
-            self.log.error("store", "write failed at stop: %r" % e)
+            self.log.error("store", "write failed at stop: %s" % errtext(e))
         try:
             self.store.write(SHUTDOWN, {"reason": reason, "wall": self.clock.wall()})
         except OSError as e:
-            self.log.error("store", "shutdown record not written: %r" % e)
+            self.log.error("store", "shutdown record not written: %s" % errtext(e))
 
     def status(self):
         now = self.clock.ticks_ms()

@@ -526,6 +526,7 @@ VALID = {
     "hog": {"kb": None},
     "loglevel": {"level": "warn"},
     "mute": {"on": False},
+    "plant_reset": {},
     "reboot": {},
 }
 SPECIAL = {"powercut"}  # ends the process at once: no reply (tested below)

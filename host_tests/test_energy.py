@@ -124,6 +124,7 @@ def test_session_energy(fw):
 # --- a day, twice ---------------------------------------------------------------------
 def _day(fw):
     fw.cmd("ambient", celsius=45)
+    fw.cmd("evopt", battery_wh=0)  # a day of charging: an endless battery (a car's would fill)
     fw.cmd("plug", amps=32)
     fw.cmd("ev", state="C")
 

@@ -29,6 +29,7 @@ from boards.common import pinmap
 from boards.common.pinmap import PinError
 from boards.common import hal
 from boards.common import loader
+from firmware.core.errtext import errtext  # an exception in words for a log line
 
 MAINT_FILE = "maintenance"
 PLANT_FILE = "plant.json"
@@ -99,6 +100,7 @@ class DevBoard:
         for e in errors:
             self.log.error("config", e)
         self.log.level = cfg["log_level"]
+        self.log.json = cfg["log_json"]
         self.cfg = cfg
         raw = cfg["pins"]
         pins, self.pin_errors = pinmap.validate(self.port.defaults(), raw, self.port.caps())
@@ -222,7 +224,7 @@ class DevBoard:
                 return
         except Exception as e:
             # No console must not mean no charger: keep running without it.
-            self.log.error("board", "bench REPL failed: %r; charger runs on" % e)
+            self.log.error("board", "bench REPL failed: %s; charger runs on" % errtext(e))
             while True:
                 await asyncio.sleep(3600)
         self.maintenance()  # Ctrl-D at the bench prompt
@@ -236,7 +238,7 @@ class DevBoard:
             try:  # an orderly stop: transactions end (Local), the link closes, the store says so
                 self.station.stop(reason, "bench" if reason == "Local" else "charger", why)
             except Exception as e:  # outputs are safe already
-                self.log.error("board", "stop: %r" % e)
+                self.log.error("board", "stop: %s" % errtext(e))
         msg = "charger stopped: %s" % why
         if self.wdt.running():
             msg += "; the watchdog resets the board within %d ms" % self.wdt.timeout_ms
@@ -299,7 +301,7 @@ class DevBoard:
             try:
                 self.station.stop()
             except Exception as e:  # outputs are safe already; still hand over
-                self.log.error("board", "stop before hand-over: %r" % e)
+                self.log.error("board", "stop before hand-over: %s" % errtext(e))
         self.log.warn("board", "console handed over to mpremote: charger stopped")
         if self.wdt.running():
             print("charger stopped for mpremote; rebooting into the plain REPL (maintenance), "
@@ -340,5 +342,5 @@ def main(port):
         board.stopped("the pin map has errors (logged above)")
     except Exception as e:
         sys.print_exception(e)
-        board.stopped("firmware raised %r" % e)
+        board.stopped("firmware raised %s" % errtext(e))
     return board

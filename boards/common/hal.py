@@ -22,6 +22,7 @@ from firmware.core.clock import ticks_add, ticks_diff, ticks_ms  # the boards' 2
 from array import array
 from micropython import const
 from boards.common import frontend as fe
+from firmware.core.errtext import errtext  # an exception in words for a log line
 
 _BUF = const(200)  # pilot samples per burst, at most; sums stay small ints
 _STEADY_MV = const(2000)  # pilot span below this in a burst: a steady level
@@ -438,7 +439,7 @@ class PinHardware:
             except Exception as e:
                 self.slow_errors += 1
                 if log and self.slow_errors == 1:
-                    log.error("board", "meter/NTC read failed: %r" % e)
+                    log.error("board", "meter/NTC read failed: %s" % errtext(e))
             await clock.sleep_ms(SLOW_MS)
 
     # --- for a technician (allocates; never from the control loop) -----------------

@@ -11,6 +11,7 @@
 # number the loader is back on the last good image.
 import sys
 from firmware.ota.slots import FACTORY
+from firmware.core.errtext import errtext  # an exception in words for a log line
 
 PACKAGE = "firmware"
 CONFIRM_MS = 60000  # healthy this long before a trial image is confirmed
@@ -63,7 +64,7 @@ class Loader:
             except Exception as e:
                 if slot == FACTORY:
                     raise  # the factory image is the last resort: a bug to see
-                why = "image in slot %s failed to start: %r" % (slot, e)
+                why = "image in slot %s failed to start: %s" % (slot, errtext(e))
                 self.say("boot: " + why)
                 failures.append(why)
                 if not slots.trial():

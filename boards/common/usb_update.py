@@ -13,6 +13,7 @@
 # drives in bounded slices) runs here to the end at once.
 import os
 import time
+from firmware.core.errtext import errtext  # an exception in words for a log line
 
 from firmware.ota import VerifyError
 
@@ -101,7 +102,7 @@ def run(target, path=BUNDLE, now=None, port=None, roots=None, keep=False, factor
     except VerifyError as e:
         print("UPDATE REFUSED %s" % e)
     except Exception as e:  # never a traceback instead of an answer
-        print("UPDATE REFUSED internal: %r" % e)
+        print("UPDATE REFUSED internal: %s" % errtext(e))
     finally:
         if not keep:
             try:

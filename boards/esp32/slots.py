@@ -12,6 +12,7 @@
 # Without the partitions (the stock MicroPython partition table) the slots
 # fall back to directories on the main filesystem (<store root>/slots/A, B).
 import os
+from firmware.core.errtext import errtext  # an exception in words for a log line
 
 from firmware.ota.slots import Slots
 
@@ -56,7 +57,7 @@ def mount(part, mountpoint, log=None):
         # Unreadable (never formatted, or torn): the slot is only an update's
         # copy, its marker goes with it, so Slots sees it as incomplete.
         if log:
-            log.warn("slots", "%s unreadable (%r): formatting" % (mountpoint, e))
+            log.warn("slots", "%s unreadable (%s): formatting" % (mountpoint, errtext(e)))
         os.VfsLfs2.mkfs(part)
         fs = os.VfsLfs2(part)
         how = "formatted"

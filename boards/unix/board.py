@@ -64,6 +64,11 @@ class UnixBoard:
         restored = self.plant.restore()
         if restored and self.clock.simulated and self.plant.wall:
             self.clock.set_wall(self.plant.wall)
+        if restored:
+            # The world outside outlives the charger: say when it is not a fresh one.
+            what = self.plant.changes()
+            self.out.write("plant: restored from %s%s; plant_reset() starts afresh\n"
+                           % (self.plant.path, (" (" + "; ".join(what) + ")") if what else ""))
         self.hw = SimHardware(self.plant)
         self.hw.wdt = SimWdt(self)  # its task starts with the board's loop (main.run)
         self.slots = Slots(self.store, d + "/flash/slots", factory_version=FACTORY_VERSION)
@@ -102,6 +107,7 @@ class UnixBoard:
         for e in errors:
             self.log.error("config", e)
         self.log.level = cfg["log_level"]
+        self.log.json = cfg["log_json"]
         for why in failures:
             self.log.error("boot", why)
         self.log.info("boot", "image %s (%s): %s" % (slot, self.slots.version(slot), report))

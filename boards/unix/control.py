@@ -10,6 +10,7 @@ import asyncio
 import json
 from firmware.bench import BenchError
 from firmware.core.store import depth_ok
+from firmware.core.errtext import errtext  # an exception in words for a log line
 
 MAX_LINE = 4096
 MAX_DEPTH = 8  # the deepest real request is 2 levels (an object holding a list)
@@ -129,8 +130,8 @@ class ControlChannel:
             reply = {"ok": False, "error": str(e)}
         except Exception as e:  # never let a request take the firmware down
             self.errors += 1
-            self.board.log.error("control", "request failed: %r" % e)
-            reply = {"ok": False, "error": "internal error: %r" % e}
+            self.board.log.error("control", "request failed: %s" % errtext(e))
+            reply = {"ok": False, "error": "internal error: %s" % errtext(e)}
         if rid is not None:
             reply["id"] = rid
         return reply

@@ -18,6 +18,7 @@
 # functions (hot paths import them) and methods of both clocks; the module's
 # ticks_ms() is the port's real time with that period.
 import asyncio
+import sys
 import time
 from heapq import heappush, heappop
 from micropython import const
@@ -28,6 +29,9 @@ _TICKS_HALF = const(0x20000000)
 # The simulated clock starts 10 minutes before a wrap, so every simulated run
 # (and every test) crosses one early on.
 SIM_TICKS0 = const(0x3FFFFFFF - 600000 + 1)
+# A wall clock before 2020-01-01 has not been set: a board's RTC after power-up
+# (on ESP32 counting from 2000) until the CSMS or the host gives the time.
+WALL_KNOWN_MIN = const(1577836800)
 
 if time.ticks_add(0, -1) == TICKS_MASK:
     # The port's ticks already wrap at 2^30 (ESP32, RP2040): use them as they are.
@@ -78,6 +82,10 @@ class RealClock:
 
     def __init__(self, epoch=None):
         self._wall_ofs = 0
+        # The wall clock is known once set (CSMS, host), or from the start on
+        # the Unix port (the host's clock). A board's RTC after power-up runs
+        # from a made-up date (2000 on ESP32, 2021 on RP2040).
+        self._wall_known = sys.platform in ("linux", "darwin")
         self._t0 = time.ticks_ms()  # the port's own ticks: on Unix they do not wrap in practice
         if epoch is not None:
             self.set_wall(epoch)
@@ -105,6 +113,15 @@ class RealClock:
 
     def set_wall(self, epoch):
         self._wall_ofs = int(epoch) - time.time()
+        self._wall_known = True
+
+    def wall_ms(self):
+        # Epoch ms, or None while the wall clock is not known (for log stamps).
+        w = self.wall()
+        if not self._wall_known or w < WALL_KNOWN_MIN:
+            return None
+        ns = getattr(time, "time_ns", None)
+        return w * 1000 if ns is None else ns() // 1000000 + self._wall_ofs * 1000
 
 
 class _SimSleeper:
@@ -162,6 +179,12 @@ class SimClock:
 
     def set_wall(self, epoch):
         self._wall0 = int(epoch) - self._now // 1000
+
+    def wall_ms(self):
+        # Epoch ms, or None while the wall clock is not known (see RealClock).
+        if self.wall() < WALL_KNOWN_MIN:
+            return None
+        return self._wall0 * 1000 + self._now
 
     def hold(self):
         # A task waits on a real peer (a CSMS reply, a connect): simulated time

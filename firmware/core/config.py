@@ -28,6 +28,7 @@ SCHEMA = {
     "derate": ("derate", None, 0, 0, "thermal derating curve"),
     "pins": ("dict", None, 0, 0, "board pin map overrides"),
     "log_level": ("int", 20, 10, 40, "log level (10 debug .. 40 error)"),
+    "log_json": ("bool", False, 0, 0, "log lines as JSON objects, one a line, for machines (console and log.txt)"),
     "ota_confirm_s": ("int", 60, 1, 3600, "a trial firmware image confirms itself after running healthy "
                       "this long (and BootNotification Accepted, with a CSMS)"),
     "ota_trial_s": ("int", 600, 10, 86400, "a trial image not confirmed by then reboots (a failed trial boot)"),

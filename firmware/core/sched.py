@@ -12,6 +12,7 @@ import asyncio
 import time
 from micropython import const
 from firmware.core.clock import ticks_diff, ticks_ms  # ticks wrap at 2^30 as on the boards
+from firmware.core.errtext import errtext  # an exception in words for a log line
 
 _BUCKETS = const(101)  # lateness histogram: 0..99 ms, and 100+ ms
 # Long work (firmware update, large records) holds the CPU at most this long
@@ -210,9 +211,9 @@ class Tasks:
             return await coro
         except Exception as e:  # CancelledError is a BaseException: it passes
             self.deaths += 1
-            self.last_death = "%s: %r" % (name, e)
+            self.last_death = "%s: %s" % (name, errtext(e))
             if self.log is not None:
-                self.log.error("task", "%s died: %r" % (name, e))
+                self.log.error("task", "%s died: %s" % (name, errtext(e)))
         finally:
             try:
                 self.live.remove(asyncio.current_task())

@@ -13,6 +13,7 @@
 # charger's log says so, once per failure streak and with the line's text.
 import os
 from firmware.core import timefmt
+from firmware.core.errtext import errtext  # an exception in words for a log line
 
 NAME = "seclog.txt"
 MAX_BYTES = 8192  # per file; the rotated one doubles what is kept
@@ -58,7 +59,7 @@ class SecLog:
             self.write_failures += 1
             if not self._failing:
                 self._failing = True
-                self._say("error", "security log line not written (%r): %s" % (e, line[:-1]))
+                self._say("error", "security log line not written (%s): %s" % (errtext(e), line[:-1]))
         return line
 
     def _say(self, level, msg):

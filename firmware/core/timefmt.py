@@ -64,10 +64,8 @@ def parse(s):
         return None
 
 
-def format(t):
-    # Epoch seconds -> "YYYY-MM-DDTHH:MM:SSZ".
-    t = int(t)
-    days, rem = divmod(t, 86400)
+def civil_from_days(days):
+    # Days since 1970-01-01 -> (year, month, day); the inverse of days_from_civil.
     z = days + 719468
     era = (z if z >= 0 else z - 146096) // 146097
     doe = z - era * 146097
@@ -76,5 +74,18 @@ def format(t):
     mp = (5 * doy + 2) // 153
     d = doy - (153 * mp + 2) // 5 + 1
     m = mp + (3 if mp < 10 else -9)
-    y = yoe + era * 400 + (m <= 2)
+    return yoe + era * 400 + (m <= 2), m, d
+
+
+def format(t):
+    # Epoch seconds -> "YYYY-MM-DDTHH:MM:SSZ".
+    days, rem = divmod(int(t), 86400)
+    y, m, d = civil_from_days(days)
     return "%04d-%02d-%02dT%02d:%02d:%02dZ" % (y, m, d, rem // 3600, rem // 60 % 60, rem % 60)
+
+
+def format_ms(ms):
+    # Epoch ms -> "YYYY-MM-DDTHH:MM:SS.mmmZ" (log lines).
+    days, rem = divmod(ms // 1000, 86400)
+    y, m, d = civil_from_days(days)
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (y, m, d, rem // 3600, rem // 60 % 60, rem % 60, ms % 1000)

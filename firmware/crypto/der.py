@@ -20,6 +20,7 @@
 # The policy over the parsed fields is in firmware/crypto/policy.py.
 from firmware.core import timefmt
 from firmware.crypto import VerifyError
+from firmware.core.errtext import errtext  # an exception in words for a log line
 
 SEQUENCE = 0x30
 SET = 0x31
@@ -485,4 +486,4 @@ def parse_certificate(data):
     except MemoryError:
         raise  # short of RAM is not a bad signature
     except Exception as ex:
-        raise VerifyError("malformed", repr(ex))
+        raise VerifyError("malformed", errtext(ex))

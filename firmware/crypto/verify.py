@@ -8,6 +8,7 @@ import hashlib
 
 from firmware.core.work import run_sync
 from firmware.crypto import VerifyError
+from firmware.core.errtext import errtext  # an exception in words for a log line
 from firmware.crypto import der
 from firmware.crypto import policy
 
@@ -94,7 +95,7 @@ def verify_signature_work(pubkey, sig_alg, digest_or_data, signature, is_digest=
     except MemoryError:
         raise  # short of RAM is not a bad signature
     except Exception as ex:
-        raise VerifyError(MALFORMED, repr(ex))
+        raise VerifyError(MALFORMED, errtext(ex))
 
 
 def _cert(c):
@@ -136,7 +137,7 @@ def verify_cert_work(cert, issuer_cert, now, below=0):
     except MemoryError:
         raise  # short of RAM is not a bad signature
     except Exception as ex:
-        raise VerifyError(MALFORMED, repr(ex))
+        raise VerifyError(MALFORMED, errtext(ex))
 
 
 def _chain_certs(signing_cert, intermediates):
@@ -244,4 +245,4 @@ def verify_chain_work(signing_cert, roots, now, intermediates=()):
     except MemoryError:
         raise  # short of RAM is not a bad signature
     except Exception as ex:
-        raise VerifyError(MALFORMED, repr(ex))
+        raise VerifyError(MALFORMED, errtext(ex))

@@ -14,6 +14,7 @@
 from firmware.core.clock import ticks_add, ticks_diff  # ticks wrap at 2^30 as on the boards
 from micropython import const
 from firmware.core.store import is_num, list_of
+from firmware.core.errtext import errtext  # an exception in words for a log line
 
 DERATE = const(0)
 RECOVERABLE = const(1)
@@ -156,7 +157,7 @@ class Faults:
         try:
             self.store.write(self._key(), self.latched_records())
         except OSError as e:
-            self.log.error("conn%s" % self.name, "saving latched faults failed: %r" % e)
+            self.log.error("conn%s" % self.name, "saving latched faults failed: %s" % errtext(e))
 
     def clear(self, code, why):
         f = self.active.pop(code, None)

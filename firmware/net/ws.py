@@ -211,7 +211,7 @@ def _errname(e):
         return "%s (errno %d)" % (names[n], n)
     # mbedTLS texts come with newlines around (and between) the reasons
     t = "; ".join(l.strip() for l in " ".join(str(a) for a in e.args).split("\n") if l.strip())
-    return t or repr(e)
+    return t or type(e).__name__  # no args: the class says it all (never a repr in a log line)
 
 
 async def connect(url, protocols=("ocpp1.6",), headers=None, basic=None, ca=None, cert=None,

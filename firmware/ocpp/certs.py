@@ -46,6 +46,7 @@ from firmware.crypto import VerifyError
 from firmware.crypto import der, keys, pem, verify
 from firmware.ocpp import profile
 from firmware.core.store import list_of
+from firmware.core.errtext import errtext  # an exception in words for a log line
 
 CS_ROOT = "CentralSystemRootCertificate"
 MF_ROOT = "ManufacturerRootCertificate"
@@ -177,7 +178,7 @@ def stored_roots(store, kind):
             except (ValueError, TypeError, IndexError, KeyError) as e:  # binascii.Error is a ValueError
                 # skipped, as the client does, but said
                 if store.log is not None:
-                    store.log.error("ocpp", "certificate store: an unreadable entry skipped: %r" % e)
+                    store.log.error("ocpp", "certificate store: an unreadable entry skipped: %s" % errtext(e))
     return out
 
 
@@ -200,7 +201,7 @@ class Certificates:
                 try:
                     self.items.append([it[0], binascii.a2b_base64(it[1])])
                 except (ValueError, TypeError, IndexError, KeyError) as e:
-                    cl.log.error("ocpp", "certificate store: an unreadable entry skipped: %r" % e)
+                    cl.log.error("ocpp", "certificate store: an unreadable entry skipped: %s" % errtext(e))
             self.seeded = list(rec.get("seeded", ()))
         cp = cl.store.read(CP_RECORD, None, check=lambda r: isinstance(r["cert"], str)
                            and isinstance(r.get("key", ""), str))
@@ -227,7 +228,7 @@ class Certificates:
             if o.get("cp_cert") and o.get("cp_key"):
                 return _read(o["cp_cert"]), _read(o["cp_key"])
         except OSError as e:
-            self.cl.log.error("ocpp", "charge point certificate or key unreadable: %r" % e)
+            self.cl.log.error("ocpp", "charge point certificate or key unreadable: %s" % errtext(e))
         return None
 
     def _save(self):
@@ -247,7 +248,7 @@ class Certificates:
         try:
             csr, key = await make_csr(cl.opts["id"], cl.keys.get("CpoName"))
         except Exception as e:
-            cl.log.error("ocpp", "certificate signing request failed: %r" % e)
+            cl.log.error("ocpp", "certificate signing request failed: %s" % errtext(e))
             return
         # Kept across a reboot: the certificate may come after one.
         self.pending_key = key
@@ -256,7 +257,7 @@ class Certificates:
         try:
             r = await cl.rpc.call("SignCertificate", {"csr": csr})
         except Exception as e:
-            cl.log.warn("ocpp", "SignCertificate failed: %r" % e)
+            cl.log.warn("ocpp", "SignCertificate failed: %s" % errtext(e))
             return
         if r.get("status") != "Accepted":
             cl.log.warn("ocpp", "SignCertificate %s by the CSMS" % r.get("status"))
@@ -278,7 +279,7 @@ class Certificates:
                         self.cl.log.warn("ocpp", "%s from %s is not a CA certificate" % (kind, path))
                     new.append([kind, bytes(d)])
             except (OSError, VerifyError) as e:
-                self.cl.log.error("config", "%s: cannot use %s: %r" % (kind, path, e))
+                self.cl.log.error("config", "%s: cannot use %s: %s" % (kind, path, errtext(e)))
                 continue
             room = self.cl.keys.get("CertificateStoreMaxLength") - len(self.items)
             self.items.extend(new[:max(0, room)])
@@ -298,7 +299,7 @@ class Certificates:
             c = _one_cert(text)
             yield from check_root_work(c, cl.clock.wall())
         except Exception as e:  # whatever the text: Rejected, never a crash
-            why = "%s rejected: %s" % (kind, e if isinstance(e, VerifyError) else repr(e))
+            why = "%s rejected: %s" % (kind, e if isinstance(e, VerifyError) else errtext(e))
             cl.security.audit("CSMS", "InstallCertificate " + why)
             cl.security.event("InvalidCentralSystemCertificate", why[:255])
             return "Rejected"
@@ -322,7 +323,7 @@ class Certificates:
                     out.append(hash_data(d, ders))
                 except (VerifyError, ValueError, IndexError, TypeError) as e:
                     # an installed certificate we cannot parse: cannot be named, but said
-                    self.cl.log.error("ocpp", "certificate store: a %s entry cannot be read: %r" % (kind, e))
+                    self.cl.log.error("ocpp", "certificate store: a %s entry cannot be read: %s" % (kind, errtext(e)))
         return out
 
     def delete(self, h):
@@ -335,7 +336,7 @@ class Certificates:
             try:
                 got = hash_data(d, ders)
             except (VerifyError, ValueError, IndexError, TypeError) as e:
-                cl.log.error("ocpp", "certificate store: a %s entry cannot be read: %r" % (k, e))
+                cl.log.error("ocpp", "certificate store: a %s entry cannot be read: %s" % (k, errtext(e)))
                 continue
             if (got["issuerNameHash"], got["issuerKeyHash"], got["serialNumber"].lstrip("0")) != want:
                 continue
@@ -392,7 +393,7 @@ class Certificates:
         except VerifyError as e:
             return "Rejected", "chain check failed: %s" % e
         except Exception as e:
-            return "Rejected", "unreadable: %r" % e
+            return "Rejected", "unreadable: %s" % errtext(e)
         pk = self.pending_key  # a key made for our own CSR; else the configured key
         self.cp = {"cert": chain, "key": (pk.decode() if isinstance(pk, bytes) else pk) if pk else ""}
         cl.store.write(CP_RECORD, self.cp)

@@ -31,6 +31,7 @@ from firmware.net.ws import WsError, keepalive
 from firmware.core.sched import Tasks
 from firmware.core.rng import Rng
 from firmware.core.store import dict_of, is_int, is_num
+from firmware.core.errtext import errtext  # an exception in words for a log line
 
 BOOT_RETRY_S = 30  # when the CSMS gives no usable interval
 LOOP_MS = 1000  # the session loop's longest sleep
@@ -279,6 +280,14 @@ class OcppClient:
                 if self.phases == 3:
                     for ph in ("L1-N", "L2-N", "L3-N"):
                         out.append({"value": v, "measurand": m, "unit": "V", "context": context, "phase": ph})
+            elif m == "SoC":
+                # Only when the EV tells it (the simulated EV; ISO 15118 on a
+                # board): basic AC charging has no way to know it.
+                soc = getattr(self.station.hw, "soc_pct", None)
+                soc = None if soc is None else soc[c.idx]
+                if soc is not None:
+                    out.append({"value": str(soc), "measurand": m, "unit": "Percent", "location": "EV",
+                                "context": context})
             elif m == "Temperature" and self.station.temp_dc is not None:
                 out.append({"value": "%.1f" % (self.station.temp_dc / 10), "measurand": m, "unit": "Celsius",
                             "context": context})
@@ -346,7 +355,7 @@ class OcppClient:
         try:
             return await self.rpc.call(action, payload)
         except (CallError, RpcTimeout, NotConnected) as e:
-            self.log.warn("ocpp", "%s failed: %r" % (action, e))
+            self.log.warn("ocpp", "%s failed: %s" % (action, errtext(e)))
             return None
 
     async def flush_now(self, limit_ms=5000):
@@ -401,7 +410,7 @@ class OcppClient:
             except Exception as e:  # a bug, not the network: seen and counted, then retried
                 self.state = "offline"
                 ms = backoff.next_ms()
-                self._internal_error("connecting raised %r; retry in %d ms" % (e, ms))
+                self._internal_error("connecting raised %s; retry in %d ms" % (errtext(e), ms))
                 await self.clock.sleep_ms(ms)
                 continue
             profile.connected(self)
@@ -421,9 +430,9 @@ class OcppClient:
                 await self._session(reader)
             except (CallError, RpcTimeout, NotConnected, WsError, OSError) as e:
                 if not self.stopped:
-                    self.log.warn("ocpp", "connection ended: %r" % e)
+                    self.log.warn("ocpp", "connection ended: %s" % errtext(e))
             except Exception as e:  # a bug in the session loop: seen and counted; reconnect
-                self._internal_error("session loop raised %r" % e)
+                self._internal_error("session loop raised %s" % errtext(e))
             finally:
                 self.ws = None
                 self.state = "offline"
@@ -434,7 +443,7 @@ class OcppClient:
                 try:
                     await ws.close()
                 except (WsError, OSError) as e:
-                    self.log.info("ocpp", "close: %r" % e)
+                    self.log.info("ocpp", "close: %s" % errtext(e))
             if not self.stopped:
                 backoff.set_cap(self._reconnect_cap())
                 await self.clock.sleep_ms(backoff.next_ms())
@@ -686,14 +695,14 @@ class OcppClient:
             await asyncio.wait_for_ms(self._flush_queue(), RESET_FLUSH_MS)
         except (asyncio.TimeoutError, RpcTimeout, NotConnected, WsError, OSError) as e:
             # what is left stays queued on flash and goes out after the boot
-            self.log.warn("ocpp", "queue not sent before the reset: %r" % e)
+            self.log.warn("ocpp", "queue not sent before the reset: %s" % errtext(e))
         self.log.warn("ocpp", "%s reset" % kind.lower())
         ws = self.ws
         if ws is not None:
             try:
                 await ws.close(1001, "%s reset" % kind)
             except (WsError, OSError) as e:
-                self.log.info("ocpp", "close before reset: %r" % e)
+                self.log.info("ocpp", "close before reset: %s" % errtext(e))
         reboot = self.station.reboot
         if reboot:
             reboot()  # stops this station (and so this client) and boots a new one

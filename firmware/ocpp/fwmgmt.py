@@ -38,6 +38,7 @@ from firmware.ocpp.tar import TarWriter
 from firmware.net.http import download, upload, HttpError
 from firmware.crypto import VerifyError
 from firmware.ota import update as ota_update
+from firmware.core.errtext import errtext  # an exception in words for a log line
 
 FW_FILE = "fw_download.bin"
 DIAG_FILE = "diagnostics.tar"
@@ -236,7 +237,7 @@ class FirmwareManagement:
             self.cl.security.event("MemoryExhaustion", "firmware update: out of memory")
             self._end("InstallationFailed")
         except Exception as e:  # a bug must end the job with a status, not silently
-            self.cl.log.error("ocpp", "firmware update failed: %r" % e)
+            self.cl.log.error("ocpp", "firmware update failed: %s" % errtext(e))
             self._end("InstallationFailed")
 
     async def _download(self, job):
@@ -364,7 +365,7 @@ class FirmwareManagement:
         try:
             self._archive(path)
         except OSError as e:
-            cl.log.error("ocpp", "diagnostics archive failed: %r" % e)
+            cl.log.error("ocpp", "diagnostics archive failed: %s" % errtext(e))
             self._notify("DiagnosticsStatusNotification", "UploadFailed")
             return
         for attempt in range(max(0, retries) + 1):

@@ -23,6 +23,7 @@ import json
 from firmware.core.sched import Slice, Tasks, WORK_SLICE_MS
 from firmware.core.work import run_sync
 from firmware.core.store import is_int, list_of
+from firmware.core.errtext import errtext  # an exception in words for a log line
 
 MAX_ITEMS = 500
 SYNC_ITEMS = 32  # up to this many items the record is written at once
@@ -93,7 +94,7 @@ class TxQueue:
             while self._dirty:
                 await self.work.run(self.save_work())
         except OSError as e:
-            self.log.error("ocpp", "queue record %s not written: %r" % (self.name, e))
+            self.log.error("ocpp", "queue record %s not written: %s" % (self.name, errtext(e)))
         finally:
             if self._writer is me:  # not replaced after a flush()
                 self._writer = None

@@ -22,6 +22,7 @@ from binascii import hexlify
 from firmware.ocpp import validate
 from firmware.core.sched import Tasks
 from firmware.ocpp.schema16 import ACTIONS, REQUESTS, RESPONSES
+from firmware.core.errtext import errtext  # an exception in words for a log line
 
 CALL = 2
 RESULT = 3
@@ -153,7 +154,7 @@ class Rpc:
                 text = await ws.recv()
                 await self.handle(text)
         except Exception as e:  # the link ended (WsClosed, OSError): the client reconnects
-            self.log.info("ocpp", "reader ended: %r" % e)
+            self.log.info("ocpp", "reader ended: %s" % errtext(e))
         finally:
             self.detach()
 
@@ -215,7 +216,7 @@ class Rpc:
                 await self._on_call(uid, msg)
                 self._remember(uid)  # answered: a resend after a lost answer is no replay
             except Exception as e:  # the link went while answering
-                self.log.info("ocpp", "answer to %s not sent: %r" % (uid, e))
+                self.log.info("ocpp", "answer to %s not sent: %s" % (uid, errtext(e)))
             self._calls.pop(0)
             self._room.set()
 
@@ -266,8 +267,8 @@ class Rpc:
             return await self._error(uid, "InternalError", "%s: out of memory" % action)
         except Exception as ex:  # a handler bug answers InternalError, never a crash
             if self.on_bug:
-                self.on_bug("%s handler raised %r" % (action, ex))
+                self.on_bug("%s handler raised %s" % (action, errtext(ex)))
             else:
-                self.log.error("ocpp", "%s handler failed: %r" % (action, ex))
+                self.log.error("ocpp", "%s handler failed: %s" % (action, errtext(ex)))
             return await self._error(uid, "InternalError", "%s failed" % action)
         await self._send([RESULT, uid, result])

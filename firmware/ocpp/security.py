@@ -35,6 +35,7 @@ from firmware.ocpp import handlers as core_handlers
 from firmware.core.seclog import SecLog
 from firmware.net.http import upload, HttpError
 from firmware.net.ws import WsError
+from firmware.core.errtext import errtext  # an exception in words for a log line
 
 CRITICAL = ("FirmwareUpdated", "StartupOfTheDevice", "ResetOrReboot", "SettingSystemTime",
             "SecurityLogWasCleared", "MemoryExhaustion", "TamperDetectionActivated")
@@ -180,7 +181,7 @@ class Security:
                 try:
                     await self._send()
                 except Exception as e:  # the sender must outlive any one failure; a bug, counted
-                    cl._internal_error("sending security events raised %r" % e)
+                    cl._internal_error("sending security events raised %s" % errtext(e))
             await cl.clock.sleep_ms(POLL_MS)
 
     async def _send(self):
@@ -282,7 +283,7 @@ class Security:
                 else:
                     cl.fw._archive(path)  # what GetDiagnostics uploads (no time window)
             except OSError as e:
-                cl.log.error("ocpp", "GetLog %s: cannot build the file: %r" % (kind, e))
+                cl.log.error("ocpp", "GetLog %s: cannot build the file: %s" % (kind, errtext(e)))
                 self._log_notify(rid, "UploadFailure")
                 return
             for attempt in range(max(0, retries) + 1):

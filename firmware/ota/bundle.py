@@ -44,6 +44,7 @@
 import binascii
 import json
 import os
+from firmware.core.errtext import errtext  # an exception in words for a log line
 
 from firmware.core.work import run_sync
 from firmware.ota import VerifyError
@@ -188,7 +189,7 @@ def read_manifest_work(path, max_manifest=MAX_MANIFEST):
     try:
         f = open(path, "rb")
     except OSError as e:
-        raise _bad("cannot open: %r" % e)
+        raise _bad("cannot open: %s" % errtext(e))
     try:
         try:
             head = f.read(HEADER)
@@ -203,13 +204,13 @@ def read_manifest_work(path, max_manifest=MAX_MANIFEST):
             if not blob or len(blob) != n:
                 raise _bad("truncated manifest")
         except OSError as e:
-            raise _bad("read: %r" % e)
+            raise _bad("read: %s" % errtext(e))
     finally:
         f.close()
     try:
         m = json.loads(blob.decode())
     except Exception as e:  # ValueError / UnicodeError
-        raise _bad("json: %r" % e)
+        raise _bad("json: %s" % errtext(e))
     blob = None
     m = yield from validate_manifest_work(m)
     m["data_offset"] = HEADER + n
@@ -244,7 +245,7 @@ def read_trailer(path):
         finally:
             f.close()
     except OSError as e:
-        raise VerifyError(BAD_SIGNATURE, "trailer: %r" % e)
+        raise VerifyError(BAD_SIGNATURE, "trailer: %s" % errtext(e))
     if len(cert) != c or len(sig) != s:
         raise VerifyError(BAD_SIGNATURE, "trailer truncated")
     return n, cert, sig
@@ -366,7 +367,7 @@ def verify_bundle_work(path, sig_b64, signing_cert_pem, roots, now, alg=None, le
         try:
             digest = yield from sha256_file_work(path, CHUNK, length)
         except OSError as e:
-            raise VerifyError(SIZE_MISMATCH, "cannot read: %r" % e)
+            raise VerifyError(SIZE_MISMATCH, "cannot read: %s" % errtext(e))
         try:
             # PSS salt = hash length; ECDSA in DER or raw r||s (both documented above).
             yield from verify.verify_signature_work(cert, alg or _sig_alg(cert), digest, sig, is_digest=True,
@@ -381,7 +382,7 @@ def verify_bundle_work(path, sig_b64, signing_cert_pem, roots, now, alg=None, le
     except MemoryError:
         raise  # short of RAM is not a bad signature
     except Exception as ex:
-        raise VerifyError("malformed", repr(ex))
+        raise VerifyError("malformed", errtext(ex))
 
 
 def _makedirs(d):

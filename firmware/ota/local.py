@@ -31,6 +31,7 @@ from firmware.core.work import run_sync
 from firmware.ota import VerifyError
 from firmware.ota import bundle as _bundle
 from firmware.ota.update import Updater
+from firmware.core.errtext import errtext  # an exception in words for a log line
 
 UNSIGNED = "unsigned"
 
@@ -97,9 +98,9 @@ def apply_work(path, store, slots, target, roots, now, log=None):
         raise
     except Exception as e:  # MemoryError, ...
         if log:
-            log.error("ota", "USB update failed: %r" % e)
-        _note(store, {"ok": False, "reason": "install_failed", "detail": repr(e), "time": now})
-        raise VerifyError("install_failed", repr(e))
+            log.error("ota", "USB update failed: %s" % errtext(e))
+        _note(store, {"ok": False, "reason": "install_failed", "detail": errtext(e), "time": now})
+        raise VerifyError("install_failed", errtext(e))
     if log:
         log.warn("ota", "USB update %s signed by %s installed in slot %s (trial)"
                  % (m["version"], root.subject_cn, slot))

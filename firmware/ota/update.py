@@ -19,6 +19,7 @@ import binascii
 from firmware.core.work import run_sync
 from firmware.ota import VerifyError
 from firmware.ota import bundle
+from firmware.core.errtext import errtext  # an exception in words for a log line
 
 def is_signature_reason(reason):
     # Every certificate / signature refusal (docs/firmware-signing.md lists them).
@@ -53,7 +54,7 @@ def check_signer_work(cert_pem, roots, now):
     except VerifyError:
         raise
     except Exception as e:
-        raise VerifyError("malformed", repr(e))
+        raise VerifyError("malformed", errtext(e))
     yield from verify.verify_chain_work(chain, roots, now)
 
 
@@ -136,4 +137,4 @@ class Updater:
         try:
             return (yield from self.slots.install_work(path, manifest, self.target, allow_downgrade=allow_downgrade))
         except OSError as e:
-            raise VerifyError("install_failed", repr(e))
+            raise VerifyError("install_failed", errtext(e))

@@ -5,12 +5,20 @@
 # then behaves like a well-mannered car: it opens S2 (C->B) stop_ms after the
 # PWM goes away, closes it again respond_ms after PWM returns, follows the
 # offered current (ramping), and stops requesting when its battery is full.
+# The default EV has a battery (BATTERY_WH, arriving at START_SOC_PCT): above
+# TAPER_PCT it draws less and less (down to TAPER_MIN of its demand, as a
+# car's charger does near full), and when full it opens S2 (C -> B), so a
+# session's energy ends by itself. capacity_wh = 0 gives an endless battery.
 # Misbehaviour for tests: obey=False stays in C without PWM; greedy=True draws
 # its demand whatever the duty says.
 
 from firmware.core.clock import ticks_diff  # ms ticks wrap at 2^30 (boards' period) on every port
 
 LEVEL_MV = {"A": 12000, "B": 9000, "C": 6000, "D": 3000, "E": 0}
+BATTERY_WH = 60000
+START_SOC_PCT = 30
+TAPER_PCT = 80
+TAPER_MIN = 0.1
 
 
 def duty_current_ma(duty):
@@ -45,8 +53,9 @@ class EV:
         self.ramp_up = 10000  # mA per s
         self.ramp_down = 30000
         self.draw_ma = 0.0
-        self.capacity_wh = 0  # 0 = endless battery
-        self.soc_wh = 0.0
+        self.capacity_wh = BATTERY_WH  # 0 = endless battery
+        self.soc_wh = BATTERY_WH * START_SOC_PCT / 100
+        self.soc_pct = START_SOC_PCT  # what the EV reports (None: no battery model)
         self._pwm_since = None
         self._nopwm_since = None
 
@@ -110,6 +119,11 @@ class EV:
         if powered and self.s2 and not self.short:
             allowed = duty_current_ma(duty) if pwm else (self.draw_ma if not self.obey else 0)
             target = min(self.demand_ma, self.max_ma)
+            cap = self.capacity_wh
+            if cap and self.soc_wh > cap * TAPER_PCT / 100:
+                # Near full the car takes less: linear down to TAPER_MIN at 100 %.
+                f = (cap - self.soc_wh) / (cap * (100 - TAPER_PCT) / 100)
+                target = target * (f if f > TAPER_MIN else TAPER_MIN)
             if not self.greedy:
                 target = min(target, allowed)
         if not powered:
@@ -125,7 +139,25 @@ class EV:
                 self.soc_wh = float(self.capacity_wh)
                 self.want = False  # full: stop requesting
                 self.s2 = False
+            self.recount()
         return self.draw_ma
+
+    def recount(self):
+        # soc_pct from the battery (after a step, or the bench changed it).
+        cap = self.capacity_wh
+        if cap:
+            if self.soc_wh > cap:
+                self.soc_wh = float(cap)
+            self.soc_pct = int(self.soc_wh * 100 / cap)
+        else:
+            self.soc_pct = None
+
+    def arrive(self):
+        # A new car takes the place (after an unplug): the same model, its
+        # battery at the starting state of charge.
+        if self.capacity_wh:
+            self.soc_wh = self.capacity_wh * START_SOC_PCT / 100
+            self.soc_pct = START_SOC_PCT
 
     _ramping = False
 
@@ -136,6 +168,7 @@ class EV:
         for k in _SAVED:
             if k in d:
                 setattr(self, k, d[k])
+        self.recount()
 
 
 _SAVED = ("plugged", "want", "vent", "diode", "short", "s2", "demand_ma", "max_ma", "respond_ms",

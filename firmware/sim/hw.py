@@ -15,6 +15,8 @@
 #   meter_wh[i]           meter register, Wh (None when the meter fails)
 #   power_w[i], current_ma[i], voltage_mv[i]
 #   locked[i]             connector lock feedback (True = locked)
+#   soc_pct[i]            optional: the EV's state of charge (%) as the EV reports it
+#                         (ISO 15118 on a real board), None when unknown
 #   temp_dc               enclosure temperature, 0.1 C (None when the sensor fails)
 #   tamper                enclosure tamper switch (True = opened); optional, boards without one omit it
 #   pilot(i, duty)        per mille PWM at 1 kHz; 1000 = +12 V steady, 0 = -12 V (F)
@@ -40,6 +42,7 @@ class SimHardware:
         self.rcd = [False] * n
         self.ground_ok = [True] * n
         self.locked = [False] * n
+        self.soc_pct = [None] * n
         self.meter_wh = [0] * n
         self.power_w = [0] * n
         self.current_ma = [0] * n
@@ -79,6 +82,7 @@ class SimHardware:
             self.rcd[i] = o.rcd_tripped
             self.ground_ok[i] = o.ground_ok
             self.locked[i] = o.locked
+            self.soc_pct[i] = o.ev.soc_pct if o.ev.plugged else None
             m = o.meter
             if m.ok:
                 self.meter_wh[i] = int(m.wh)

@@ -19,6 +19,12 @@ MAX_STATE_BYTES = 16384  # plant.json read back at most this big (a 4-outlet one
 LOCK_MS = 50  # the lock motor's travel time
 
 
+def _num(x):
+    # 45.0 -> "45", 72.01000000000001 -> "72", 16.5 -> "16.5": for the banner.
+    r = round(x, 1)
+    return "%d" % r if r == int(r) else "%.1f" % r
+
+
 class Outlet:
     def __init__(self, rng, voltage_mv, phases):
         self.ev = EV()
@@ -144,7 +150,72 @@ class Plant:
                 "contacts": [o.contactor.closed for o in self.outlets],
                 "draw_ma": [int(o.ev.draw_ma) for o in self.outlets],
                 "meter_wh": [round(o.meter.wh, 3) for o in self.outlets],
+                "soc_pct": [o.ev.soc_pct for o in self.outlets],
                 "now": self.now}
+
+    def reset(self):
+        # The bench's plant_reset(): the world outside as on a first start (no
+        # EV, a new default one waiting, 25 C, nothing injected), while the
+        # charger's own hardware keeps what it holds: the meter registers
+        # (they never run backward), the lock's position and a latched RCD.
+        for i in range(len(self.outlets)):
+            o = self.outlets[i]
+            o.ev = EV()
+            o.pp_ohm = -1
+            o.pp_open = False
+            o.residual_ma = 0
+            o.ground_ok = True
+            o.pilot_f = False
+            o.lock_jammed = False
+            o.meter.ok = True
+            k = o.contactor
+            k.welded = False
+            k.stuck_open = False
+            if k.closed and not k.coil:
+                k.closed = False  # contacts held only by a weld fall open
+                self.mark(i, "contacts", False)
+        self.thermal = Thermal()
+        self.tamper = False
+
+    def changes(self):
+        # What a restored plant holds that a fresh one does not, in words
+        # (the banner says it, so a hot day or a plugged EV is no surprise).
+        fresh = Thermal()
+        out = []
+        t = self.thermal
+        if t.ambient != fresh.ambient:
+            out.append("ambient %s C" % _num(t.ambient))
+        if abs(t.temp - t.ambient) >= 1 and abs(t.temp - fresh.temp) >= 1:
+            out.append("charger at %s C" % _num(t.temp))
+        if not t.sensor_ok:
+            out.append("temperature sensor failed")
+        if self.tamper:
+            out.append("enclosure open")
+        new = EV()
+        for i in range(len(self.outlets)):
+            o = self.outlets[i]
+            ev = o.ev
+            what = []
+            if ev.plugged:
+                what.append("EV plugged in" + (" asking for energy" if ev.want else ""))
+            if ev.demand_ma != new.demand_ma:
+                what.append("demand %s A" % _num(ev.demand_ma / 1000))
+            if ev.capacity_wh != new.capacity_wh:
+                what.append("battery %s" % ("endless" if not ev.capacity_wh else "%d kWh" % (ev.capacity_wh // 1000)))
+            if ev.capacity_wh and ev.soc_pct != new.soc_pct:
+                what.append("SoC %d %%" % ev.soc_pct)
+            for k in ("obey", "greedy", "diode", "short", "vent"):
+                if getattr(ev, k) != getattr(new, k):
+                    what.append("%s=%s" % (k, getattr(ev, k)))
+            for name, on in (("weld", o.contactor.welded), ("stuck_open", o.contactor.stuck_open),
+                             ("rcd", o.residual_ma > RCD_AC_MA), ("ground", not o.ground_ok),
+                             ("pilot_f", o.pilot_f), ("meter", not o.meter.ok), ("lock", o.lock_jammed),
+                             ("pp", o.pp_open)):
+                if on:
+                    what.append("fault %s" % name)
+            if what:
+                out.append("connector %d: %s" % (i + 1, ", ".join(what)))
+        return out
 
     # --- persistence: the world outside the charger outlives its power ------
     def to_dict(self):

@@ -7,6 +7,7 @@ HTTP port, and reads commands from stdin when it is a terminal (or --stdin).
 
 import argparse
 import asyncio
+import datetime
 import json
 import os
 import logging
@@ -99,8 +100,24 @@ def build(a):
         id_tags=id_tags)
 
 
+class StampedFormatter(logging.Formatter):
+    """Each line starts with its time as ISO-8601 UTC with ms, the stamp the
+    firmware's log uses, so csms.log and the charger's log line up. Message
+    lines (tools.csms.msg) carry their own stamp: the time the frame was
+    recorded."""
+
+    def format(self, record):
+        text = super().format(record)
+        if record.name == "tools.csms.msg":
+            return text
+        t = datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
+        return "%s %s" % (t.isoformat(timespec="milliseconds").replace("+00:00", "Z"), text)
+
+
 def setup_logging(a):
-    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(StampedFormatter("%(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     for name in ("websockets", "tools.csms.websockets", "asyncio"):
         logging.getLogger(name).setLevel(logging.INFO if a.verbose else logging.WARNING)
     # The ocpp package logs each frame and a traceback per bad frame; the

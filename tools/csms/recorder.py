@@ -66,8 +66,9 @@ class Message:
         return d
 
     def line(self, max_payload=400):
-        """One readable line: time, cp, direction, action, compact payload."""
-        t = datetime.datetime.fromtimestamp(self.time).strftime("%H:%M:%S.%f")[:-3]
+        """One readable line: time (ISO-8601 UTC, ms, as the firmware's log), cp,
+        direction, action, compact payload."""
+        t = self.iso
         if self.is_event:
             return "%s %s ** %s %s" % (t, self.cp, self.type, _compact(self.payload, max_payload))
         arrow = "<-" if self.direction == IN else "->"
