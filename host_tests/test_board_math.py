@@ -329,6 +329,9 @@ class FakePort:
         from firmware.ota.slots import Slots
         return Slots(store, self.root + "/slots", log=log, **kw)
 
+    def serial(self):
+        return "FAKE0001"
+
     def __init__(self, root="/tmp", ct_rms_mv=0):
         self.root = root
         self.ct_rms_mv = ct_rms_mv

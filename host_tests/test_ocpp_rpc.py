@@ -17,12 +17,12 @@ def mp_json(code):
 @settings(max_examples=5, deadline=None)
 @given(st.lists(st.integers(-2_000_000_000, 4_000_000_000), min_size=50, max_size=50))
 def test_rfc3339_round_trip_matches_cpython(stamps):
-    out = mp_json("from firmware.ocpp import timefmt\nimport json\nprint(json.dumps([timefmt.format(t) for t in %r]))"
+    out = mp_json("from firmware.core import timefmt\nimport json\nprint(json.dumps([timefmt.format(t) for t in %r]))"
                   % (stamps,))
     for t, s in zip(stamps, out):
         want = datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         assert s == want
-    back = mp_json("from firmware.ocpp import timefmt\nimport json\nprint(json.dumps([timefmt.parse(s) for s in %r]))"
+    back = mp_json("from firmware.core import timefmt\nimport json\nprint(json.dumps([timefmt.parse(s) for s in %r]))"
                    % (out,))
     assert back == stamps
 
@@ -31,7 +31,7 @@ def test_rfc3339_offsets_fractions_and_garbage():
     cases = ["2026-11-21T10:00:00Z", "2026-11-21T10:00:00.123456+01:00", "2026-11-21t10:00:00-05:30",
              "2026-11-21T10:00:00", "2026-02-30T10:00:00Z", "21-11-2026T10:00:00Z", "2026-11-21T25:00:00Z",
              "2026-11-21T10:00:00.Z", "", "2026-11-21T10:00:00+0100"]
-    got = mp_json("from firmware.ocpp import timefmt\nimport json\nprint(json.dumps([timefmt.parse(s) for s in %r]))"
+    got = mp_json("from firmware.core import timefmt\nimport json\nprint(json.dumps([timefmt.parse(s) for s in %r]))"
                   % (cases,))
     assert got[0] == 1795255200
     assert got[1] == 1795255200 - 3600

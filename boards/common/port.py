@@ -56,6 +56,13 @@ class MachinePort:
         import machine
         machine.reset()
 
+    def serial(self):
+        # The chip's unique id in hex: the charge point serial number the
+        # OCPP client reports in BootNotification.
+        import machine
+        import binascii
+        return binascii.hexlify(machine.unique_id()).decode().upper()
+
     def skip_pressed(self):
         # A board button that asks to skip the firmware (besides boot_skip).
         return False

@@ -12,7 +12,7 @@
 # write_failures counts them (the station's status() shows it) and the
 # charger's log says so, once per failure streak and with the line's text.
 import os
-from firmware.ocpp import timefmt
+from firmware.core import timefmt
 
 NAME = "seclog.txt"
 MAX_BYTES = 8192  # per file; the rotated one doubles what is kept

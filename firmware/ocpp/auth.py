@@ -3,7 +3,7 @@
 # charger that is offline can still let known cards charge
 # (LocalAuthorizeOffline) and match a parentIdTag when a card stops a session
 # it did not start.
-from firmware.ocpp import timefmt
+from firmware.core import timefmt
 from firmware.core.store import dict_of, is_int
 
 MAX_TAGS = 200

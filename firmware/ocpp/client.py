@@ -21,7 +21,7 @@ from firmware.ocpp.auth import AuthCache, LocalList
 from firmware.ocpp.reserve import Reservations
 from firmware.ocpp.smart import Profiles
 from firmware.ocpp.fwmgmt import FirmwareManagement
-from firmware.ocpp import timefmt
+from firmware.core import timefmt
 from firmware.ocpp import handlers as core_handlers
 from firmware.ocpp import security as security_mod
 from firmware.ocpp import certs as certs_mod

@@ -32,7 +32,7 @@
 # handler) with retries.
 import asyncio
 import json
-from firmware.ocpp import timefmt
+from firmware.core import timefmt
 from firmware.core.store import is_int, is_num
 from firmware.ocpp.tar import TarWriter
 from firmware.net.http import download, upload, HttpError

@@ -1,7 +1,7 @@
 # Core profile: what the CSMS may ask of the charger, translated into the
 # station's commands. Payloads arrive validated against the 1.6 schemas;
 # each handler answers with the 1.6 result payload.
-from firmware.ocpp import timefmt
+from firmware.core import timefmt
 
 
 DIAG_BUSY = ("Uploading",)  # DiagnosticsStatusNotification statuses of work in progress

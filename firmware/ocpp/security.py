@@ -28,7 +28,7 @@
 # StartupOfTheDevice.
 import gc
 import time
-from firmware.ocpp import timefmt
+from firmware.core import timefmt
 from firmware.ocpp.queue import TxQueue
 from firmware.ocpp.rpc import CallError, RpcTimeout, NotConnected
 from firmware.ocpp import handlers as core_handlers

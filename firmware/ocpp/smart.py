@@ -13,7 +13,7 @@
 # per phase with the nominal voltage and the period's numberPhases (3 if not
 # given, never more than are wired). Profiles persist across reboots; TxProfiles end with their
 # transaction.
-from firmware.ocpp import timefmt
+from firmware.core import timefmt
 from firmware.core.store import is_int, is_num, list_of
 
 MAX_STACK = 8

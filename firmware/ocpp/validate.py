@@ -9,7 +9,7 @@
 #   field the schema forbids,
 #   payload not an object       FormationViolation
 from micropython import const
-from firmware.ocpp import timefmt
+from firmware.core import timefmt
 
 OBJ = const(0)
 STR = const(1)
