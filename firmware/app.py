@@ -22,6 +22,8 @@
 #   reboot()              the board's orderly reboot (OCPP Reset, a failed trial)
 #   serial                the charge point serial for BootNotification, or
 #                         None ("SIM-" + the charger id)
+#   net                   the network interface (firmware/net/link.py), whose
+#                         task the board runs; None: dial as the port is
 # Modules are imported inside the functions: a free-vend charger does not
 # carry the OCPP client in its heap, and importing this module costs little
 # before the boot loader has chosen the image.
@@ -63,7 +65,7 @@ def build(board, cfg, log, slot, report, failures, working_tree=False):
     if working_tree:
         st.boot_info["trial"] = False
     if cfg["csms_url"]:
-        attach_ocpp(st, cfg, log, board.serial)
+        attach_ocpp(st, cfg, log, board.serial, board.net)
     return st
 
 
@@ -73,7 +75,10 @@ def start(board, st, cfg):
     return board.loader.watch(st, board.reboot, cfg)
 
 
-def attach_ocpp(st, cfg, log, serial=None):
+LINK_WAIT_MS = 60000  # the OCPP client waits this long for the link per dial
+
+
+def attach_ocpp(st, cfg, log, serial=None, net=None):
     # Security profiles (firmware/ocpp/profile.py): the certificate files
     # seed the charger's certificate store at first boot; the link
     # arguments are worked out anew for every connection.
@@ -94,7 +99,33 @@ def attach_ocpp(st, cfg, log, serial=None):
             "basic": (cp_id, cfg["auth_key"]) if cfg["auth_key"] else None, "ca": ca,
             "ca_path": cfg["csms_ca"], "fw_root": cfg["fw_root"], "cp_cert": cfg["cp_cert"],
             "cp_key": cfg["cp_key"], "serial": serial or "SIM-" + cp_id}
-    return OcppClient(st, opts, connect)
+    if net is None:
+        return OcppClient(st, opts, connect)
+    if net.KIND == "none":
+        log.warn("ocpp", "csms_url is set but this board has no network: the CSMS is never reached; "
+                 "local authorisation (local list, cache) only")
+    cl = OcppClient(st, opts, _dial(net, connect))
+
+    def link_changed(up):
+        # A link that went down takes its connection with it: drop it at
+        # once, so transaction messages queue (and are sent after the next
+        # BootNotification) instead of waiting on a dead socket's timeouts.
+        if not up and cl.ws is not None:
+            cl.ws.abort("network down")
+    net.on_change.append(link_changed)
+    return cl
+
+
+def _dial(net, connect):
+    # The OCPP client's connect, which first waits for the link; while it is
+    # down the dial fails like an unreachable host, and the client retries.
+    from firmware.net.ws import WsConnectError
+
+    async def dial(url, **kw):
+        if not net.up and not await net.wait_up(LINK_WAIT_MS):
+            raise WsConnectError("network %s (%s)" % (net.state, net.KIND))
+        return await connect(url, **kw)
+    return dial
 
 
 def manufacturer_roots(store):

@@ -3,7 +3,8 @@ the same charger as the Unix board, OCPP client included.
 
 The shared board code (boards/common/board.py, what boards/esp32/main.py and
 boards/rp2040/main.py run) boots on the Unix port against the fake ESP32 port
-of test_board_math, in bench demo mode, with csms_url set: it must connect to
+of test_board_math, in bench demo mode, on WiFi (the fake `network` module
+of test_link), with csms_url set: it must connect to
 the dev CSMS, boot with the board's own serial number, report its connector,
 and take a session from the CSMS.
 """
@@ -13,14 +14,17 @@ import time
 
 from fwproc import ROOT, micropython
 from test_board_math import BOARD, FAKES
+from test_link import SECRET, fake_network
 
 
 def test_dev_board_attaches_ocpp_when_csms_url_is_set(tmp_path, csms):
     (tmp_path / "fakes.py").write_text(FAKES)
+    fake_network(tmp_path)
     store = tmp_path / "flash"
     store.mkdir()
     (store / "config.json").write_text(json.dumps({"pins": {"demo": True}, "id": "BOARD01",
-                                                   "csms_url": csms.url()}))
+                                                   "csms_url": csms.url(), "wifi_ssid": "depot",
+                                                   "wifi_pass": SECRET}))
     p = subprocess.Popen([micropython(), "-c", BOARD % (ROOT, str(tmp_path), str(store))],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
     try:

@@ -332,6 +332,12 @@ class FakePort:
     def serial(self):
         return "FAKE0001"
 
+    def link(self, clock, log, cfg):
+        # The real port's: network.WLAN when a `network` module is there
+        # (a fake one in tests), else "no network".
+        from boards.common.port import MachinePort
+        return MachinePort.link(self, clock, log, cfg)
+
     def __init__(self, root="/tmp", ct_rms_mv=0):
         self.root = root
         self.ct_rms_mv = ct_rms_mv

@@ -80,6 +80,7 @@ class DevBoard:
         self.trial = None
         self.target = port.TARGET
         self.serial = port.serial()  # BootNotification's chargePointSerialNumber
+        self.net = None  # the network interface, from the port once the config is read
         self.tasks = Tasks(self.log)  # the board's own tasks (they outlive a station)
 
     def _path(self, name):
@@ -155,6 +156,7 @@ class DevBoard:
                 log.warn("board", "config asks for %d connectors, the pin map wires %d"
                          % (cfg["connectors"], self.hw.connectors))
         self.hw.wdt = self.wdt
+        self.net = self.port.link(self.clock, log, cfg)
         log.info("board", "%s, %s mode, store %s" % (self.name, self.mode, self.root))
         self.station = self.loader.boot(self._start)
         return self.station
@@ -198,6 +200,7 @@ class DevBoard:
             # Demo mode: the plant's physics in its own task, not in the control tick.
             self.hw.stepping = False
             self.tasks.spawn(self.hw.run_plant(self.clock, self.cfg["period_ms"]), "plant")
+        self.tasks.spawn(self.net.run(), "network")  # joins and rejoins; the charger never waits on it
         self.wdt.start(self.port.WDT_MS)
         ns = repl_mod.namespace(self.bench)
         ns["board"] = self
@@ -246,6 +249,8 @@ class DevBoard:
             s["plant"]["step_us_max"] = self.hw.step_us_max
         else:
             s["hw"] = self.hw.info()
+        if self.net is not None:
+            s["net"] = self.net.info()
         return s
 
     def reboot(self):

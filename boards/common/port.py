@@ -63,6 +63,18 @@ class MachinePort:
         import binascii
         return binascii.hexlify(machine.unique_id()).decode().upper()
 
+    def link(self, clock, log, cfg):
+        # The network interface (firmware/net/link.py): network.WLAN in
+        # station mode with the configured credentials, or, on a board
+        # without a radio (a Pico without W), a link that says it has none.
+        try:
+            import network
+        except ImportError:
+            from firmware.net.link import NoLink
+            return NoLink(clock, log)
+        from firmware.net.link import WlanLink
+        return WlanLink(clock, log, network, cfg["wifi_ssid"], cfg["wifi_pass"])
+
     def skip_pressed(self):
         # A board button that asks to skip the firmware (besides boot_skip).
         return False

@@ -18,6 +18,7 @@ from firmware.core.sched import Tasks
 from firmware.sim.plant import Plant
 from firmware.sim.hw import SimHardware
 from firmware.ota.slots import Slots, FACTORY
+from firmware.net.link import HostLink
 from firmware.version import VERSION as FACTORY_VERSION
 from firmware.bench import BenchError, check_args
 from boards.common import loader
@@ -74,6 +75,7 @@ class UnixBoard:
         self.trial = None
         self.target = TARGET
         self.serial = None  # BootNotification's serial: "SIM-" + the charger id
+        self.net = HostLink(self.clock)  # the host's network
         # --working-tree: the source tree runs, whatever slot the boot record
         # names, until this run changes the record (an update installed here
         # boots as on a board). None: the boot record decides.
@@ -113,6 +115,7 @@ class UnixBoard:
         p.step(self.clock.ticks_ms())  # the world moves on even while the firmware is stuck
         s["plant"] = p.summary()
         s["time_mode"] = self.opts["time"]
+        s["net"] = self.net.info()
         return s
 
     async def advance(self, req):
