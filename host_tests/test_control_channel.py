@@ -524,6 +524,7 @@ VALID = {
     "seclog": {"n": 5},
     "tamper": {"opened": False},
     "hog": {"kb": None},
+    "wifi": {},
     "reboot": {},
 }
 SPECIAL = {"powercut"}  # ends the process at once: no reply (tested below)

@@ -275,3 +275,14 @@ def test_link_loss_while_charging(tmp_path, csms):
     assert "ocpp offline" in during or "ocpp connecting" in during, during
     assert "'kind': 'wlan'" in during and "'passphrase': 'set'" in during, during
     assert SECRET not in out
+
+
+def test_unix_board_uses_the_host_network(fw):
+    # The same interface on the Unix board: the host's network, always up,
+    # in status() and wifi(); it has no credentials to set.
+    r = fw.cmd("wifi")
+    assert r["kind"] == "host" and r["state"] == "up", r
+    assert fw.status()["net"]["kind"] == "host"
+    r = fw.request({"op": "wifi", "ssid": "depot", "passphrase": SECRET})
+    assert r["ok"] is False and "no credentials" in r["error"], r
+    assert SECRET not in r["error"]
