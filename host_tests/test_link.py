@@ -80,7 +80,7 @@ class WLAN:
         return self._st == STAT_GOT_IP
 
     def ifconfig(self):
-        return ("192.168.4.23", "255.255.255.0", "192.168.4.1", "192.168.4.1")
+        return (world().get("ip", "192.168.4.23"), "255.255.255.0", "192.168.4.1", "192.168.4.1")
 
     def disconnect(self):
         self._st = STAT_IDLE
@@ -158,6 +158,14 @@ async def main():
         out["bad_pass"] = str(e)
     link.configure("depot", %r)
     out["rejoin"] = [await link.wait_up(3000), link.joins]
+    # 6. DHCP renews: the same address changes nothing, another one is a
+    #    down and up for the link's users (their sockets are dead)
+    n = len(changes)
+    await asyncio.sleep_ms(1500)
+    out["renew_same"] = [link.up, link.address, len(changes) - n]
+    world(ip="192.168.4.77")
+    await asyncio.sleep_ms(1500)
+    out["renew_new"] = [link.up, link.address, changes[n:], link.joins]
     task.cancel()
     out["log"] = lines
 
@@ -183,6 +191,9 @@ def test_wlan_link_joins_backs_off_and_rejoins(tmp_path):
     assert ok and joins == 2 and changes == [True, False, True]
     assert "8..63" in r["bad_pass"]
     assert r["rejoin"][0] and r["rejoin"][1] == 3
+    assert r["renew_same"] == [True, "192.168.4.23", 0]
+    assert r["renew_new"] == [True, "192.168.4.77", [False, True], 3]  # no new join: only the address changed
+    assert any("address changed from 192.168.4.23 to 192.168.4.77" in ln for ln in r["log"])
     assert not [ln for ln in r["log"] if SECRET in ln], "the passphrase reached the log"
 
 
@@ -267,6 +278,10 @@ def test_link_loss_while_charging(tmp_path, csms):
         csms.wait_connected_sync("WIFI01", timeout=30)
         stop = csms.wait_for_sync("StopTransaction", cp="WIFI01", timeout=30, after=mark)
         assert stop.payload["transactionId"] == tx
+        # A DHCP renewal with another address: the connection is made anew.
+        write_world(world, ip="192.168.4.77")
+        csms.wait_disconnected_sync("WIFI01", timeout=10)
+        csms.wait_connected_sync("WIFI01", timeout=30)
     finally:
         p.kill()
         out = p.communicate(timeout=20)[0].decode()

@@ -194,6 +194,19 @@ class WlanLink(Link):
                       % (self.ssid, why, clock.ticks_diff(clock.ticks_ms(), t0), self.tries))
         return False
 
+    def _renewed(self):
+        # A DHCP renewal that kept the address changes nothing. One that
+        # gave another address leaves sockets bound to the old one dead:
+        # the users see the link go down and up (the OCPP client reconnects).
+        try:
+            a = self.wlan.ifconfig()[0]
+        except Exception:
+            return
+        if a != self.address:
+            self.log.warn("net", "address changed from %s to %s (DHCP)" % (self.address, a))
+            self._set(False, "renewing")
+            self._set(True, "up", a)
+
     async def run(self):
         clock = self.clock
         while True:
@@ -203,6 +216,7 @@ class WlanLink(Link):
                 continue
             if self.up:
                 if self.wlan.isconnected():
+                    self._renewed()
                     await clock.sleep_ms(POLL_MS)
                     continue
                 self._set(False, "down")  # lost: out of range, the AP gone
