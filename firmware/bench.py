@@ -47,6 +47,8 @@ COMMANDS = {
     "seclog": ("recent security-log lines (who/when/what); clear=True empties it, which is recorded",
                (("n", "int", 20, 1, 500), ("clear", "bool", False, None, None),)),
     "tamper": ("open (True) or close the enclosure: the tamper switch", (("opened", "bool", True, None, None),)),
+    "wifi": ("network: state, address, signal; wifi('ssid', 'passphrase') joins that network and saves it",
+             (("ssid", "opt_str", None, 1, 32), ("passphrase", "opt_str", None, 0, 63),)),
     "reboot": ("reboot the firmware (contactor opens)", ()),
     "powercut": ("cut the power at once, as a pulled plug would", ()),
     "loglevel": ("console log from this level up: debug, info, warn, error (log() keeps every entry)",
@@ -407,6 +409,23 @@ class Bench:
                 except MemoryError:
                     pass
         return {"free": gc.mem_free(), "held": held}
+
+    def wifi(self, ssid=None, passphrase=None):
+        # The board's network interface (firmware/net/link.py); the
+        # passphrase is shown as "set", never as itself.
+        net = self.board.net
+        if ssid is not None:
+            try:
+                net.configure(ssid, passphrase or "")
+            except ValueError as e:
+                raise BenchError("wifi: %s" % e)
+            store = self.board.store
+            raw = store.read("config.json", {}, plain=True, check=lambda r: isinstance(r, dict))
+            raw["wifi_ssid"] = ssid
+            raw["wifi_pass"] = passphrase or ""
+            store.write("config.json", raw)  # the next boot joins it too
+            self.board.station.log.info("net", "wifi set to %s by the bench" % ssid)
+        return net.info()
 
     def reboot(self):
         self.resetting = True  # an exit from here is the reset itself, not a stray exit()

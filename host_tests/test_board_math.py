@@ -329,6 +329,15 @@ class FakePort:
         from firmware.ota.slots import Slots
         return Slots(store, self.root + "/slots", log=log, **kw)
 
+    def serial(self):
+        return "FAKE0001"
+
+    def link(self, clock, log, cfg):
+        # The real port's: network.WLAN when a `network` module is there
+        # (a fake one in tests), else "no network".
+        from boards.common.port import MachinePort
+        return MachinePort.link(self, clock, log, cfg)
+
     def __init__(self, root="/tmp", ct_rms_mv=0):
         self.root = root
         self.ct_rms_mv = ct_rms_mv

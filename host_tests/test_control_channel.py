@@ -527,6 +527,7 @@ VALID = {
     "loglevel": {"level": "warn"},
     "mute": {"on": False},
     "plant_reset": {},
+    "wifi": {},
     "reboot": {},
 }
 SPECIAL = {"powercut"}  # ends the process at once: no reply (tested below)

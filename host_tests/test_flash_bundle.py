@@ -550,7 +550,12 @@ class P(FakePort):
     def slots(self, store, log=None, **kw):
         return Slots(store, self.store_root() + "/slots", log=log, **kw)
 port = P(%r)
-usb_update.port_for = lambda target: port  # this process is the board
+# This process is the board: the board package's Port (what the flash tool's
+# command imports) is this fake port.
+import boards.esp32
+class _PortModule:
+    Port = lambda: port
+sys.modules["boards.esp32.port"] = _PortModule
 port.board = DevBoard(port)
 try:
     asyncio.run(port.board.run())

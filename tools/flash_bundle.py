@@ -23,7 +23,8 @@ Steps:
      plain REPL (maintenance boot), so that first connection may fail while
      the board reboots: it is retried.
   3. mpremote copies the file to :/update.bundle and runs
-     boards.common.usb_update.run(target, now=<this PC's clock>) on the board,
+     boards.common.usb_update.run(target, now=<this PC's clock>, port=Port())
+     on the board, with boards/<target>/port.py's Port,
      which verifies everything again (the board is the authority: chain to
      its installed manufacturer root, signature, target, downgrade floor,
      hashes) and installs into the inactive slot as a trial. It prints one
@@ -180,8 +181,11 @@ def commands(path, port, target, now, mpremote=None, remote=REMOTE_PATH):
     mp = [mpremote or mpremote_exe(), "connect", port or "auto"]
     # Double quotes inside, so the printed commands paste into a shell as they are.
     probe = mp + ["resume", "exec", 'import sys; print("PLATFORM", sys.platform)']
-    apply_code = ('from boards.common import usb_update; usb_update.run("%s", path="%s", now=%d)'
-                  % (target or "TARGET", remote, int(now)))
+    # The board's port comes from its own package (boards/<target>/port.py
+    # Port): the shared usb_update knows no board.
+    apply_code = ('from boards.common import usb_update; from boards.%s.port import Port; '
+                  'usb_update.run("%s", path="%s", now=%d, port=Port())'
+                  % (target or "TARGET", target or "TARGET", remote, int(now)))
     # resume: no soft reset (the boot set sys.path for the firmware's slot;
     # a soft reset would drop it).
     copy_apply = mp + ["resume", "cp", path, ":" + remote, "+", "exec", apply_code]

@@ -20,9 +20,8 @@ from firmware.core.clock import RealClock
 from firmware.core.log import Log
 from firmware.core.store import Store
 from firmware.core.sched import Tasks
-from firmware.core import config as config_mod
 from firmware.core.config import ConfigError
-from firmware.bench import Bench
+from firmware import app
 from firmware import repl as repl_mod
 from firmware.version import VERSION as FACTORY_VERSION
 from boards.common import pinmap
@@ -69,7 +68,7 @@ class DevBoard:
         self.log = Log(self.clock, echo=print)
         self.store = Store(self.root, self.log)
         self.wdt = BoardWdt(port)
-        self.bench = Bench(self)
+        self.bench = app.bench(self)
         self.cfg = None
         self.pins = None  # the checked pin map, None when it has errors
         self.pin_errors = []
@@ -80,6 +79,9 @@ class DevBoard:
         self.slots = port.slots(self.store, self.log, factory_version=FACTORY_VERSION)
         self.loader = loader.Loader(self.slots)
         self.trial = None
+        self.target = port.TARGET
+        self.serial = port.serial()  # BootNotification's chargePointSerialNumber
+        self.net = None  # the network interface, from the port once the config is read
         self.tasks = Tasks(self.log)  # the board's own tasks (they outlive a station)
 
     def _path(self, name):
@@ -96,12 +98,7 @@ class DevBoard:
     def load_config(self):
         # Config and pin map; parks the outputs when the map is good. Raises
         # ConfigError when the charger must not start (bad id).
-        cfg, errors = config_mod.load(self.store)
-        for e in errors:
-            self.log.error("config", e)
-        self.log.level = cfg["log_level"]
-        self.log.json = cfg["log_json"]
-        self.cfg = cfg
+        cfg = self.cfg = app.load_config(self.store, self.log)
         raw = cfg["pins"]
         pins, self.pin_errors = pinmap.validate(self.port.defaults(), raw, self.port.caps())
         demo = pinmap.demo_requested(raw)
@@ -154,29 +151,23 @@ class DevBoard:
                 # and then the diode check fails: keep the duty below it.
                 log.warn("board", "pilot samples are %d us apart: duties above %d.%d %% hide its "
                          "low half (diode check fails); keep max_current_a at or below %d A"
-                         % (us, (1000 - us) // 10, (1000 - us) % 10, _max_amps(1000 - us)))
+                         % (us, (1000 - us) // 10, (1000 - us) % 10, app.max_visible_amps(us)))
             self._warn_unfitted(cfg)
             if cfg["connectors"] > self.hw.connectors:
                 log.warn("board", "config asks for %d connectors, the pin map wires %d"
                          % (cfg["connectors"], self.hw.connectors))
         self.hw.wdt = self.wdt
+        self.net = self.port.link(self.clock, log, cfg)
         log.info("board", "%s, %s mode, store %s" % (self.name, self.mode, self.root))
         self.station = self.loader.boot(self._start)
         return self.station
 
     def _start(self, slot, report, failures):
-        # Runs with `firmware` read from the chosen image.
-        from firmware.station import Station
-        from firmware.ota.update import Updater
-        for why in failures:
-            self.log.error("boot", why)
-        self.log.info("boot", "image %s (%s): %s" % (slot, self.slots.version(slot), report))
-        st = Station(self.hw, self.clock, self.store, self.cfg, self.log, slot=slot)
-        st.reboot = self.reboot
-        st.updater = Updater(self.slots, self.port.TARGET, self.log)
-        st.boot_info = self.loader.boot_info(slot, report, failures)
-        st.start()
-        self.trial = self.loader.watch(st, self.reboot, self.cfg)
+        # Runs with `firmware` read from the chosen image; the charger is put
+        # together by its composition root (firmware/app.py), as on every board.
+        from firmware import app
+        st = app.build(self, self.cfg, self.log, slot, report, failures)
+        self.trial = app.start(self, st, self.cfg)
         return st
 
     def _warn_unfitted(self, cfg):
@@ -210,6 +201,7 @@ class DevBoard:
             # Demo mode: the plant's physics in its own task, not in the control tick.
             self.hw.stepping = False
             self.tasks.spawn(self.hw.run_plant(self.clock, self.cfg["period_ms"]), "plant")
+        self.tasks.spawn(self.net.run(), "network")  # joins and rejoins; the charger never waits on it
         self.wdt.start(self.port.WDT_MS)
         ns = repl_mod.namespace(self.bench)
         ns["board"] = self
@@ -258,6 +250,8 @@ class DevBoard:
             s["plant"]["step_us_max"] = self.hw.step_us_max
         else:
             s["hw"] = self.hw.info()
+        if self.net is not None:
+            s["net"] = self.net.info()
         return s
 
     def reboot(self):
@@ -320,14 +314,6 @@ class DevBoard:
         with open(self._path(MAINT_FILE), "w") as f:
             f.write("1")
         self.port.reset()
-
-
-def _max_amps(duty):
-    # Offered amps of the highest duty whose low half is still seen.
-    from firmware.evse.pilot import current_for
-    while duty > 80 and current_for(duty) == 0:
-        duty -= 1
-    return current_for(duty) // 1000
 
 
 def main(port):

@@ -56,6 +56,25 @@ class MachinePort:
         import machine
         machine.reset()
 
+    def serial(self):
+        # The chip's unique id in hex: the charge point serial number the
+        # OCPP client reports in BootNotification.
+        import machine
+        import binascii
+        return binascii.hexlify(machine.unique_id()).decode().upper()
+
+    def link(self, clock, log, cfg):
+        # The network interface (firmware/net/link.py): network.WLAN in
+        # station mode with the configured credentials, or, on a board
+        # without a radio (a Pico without W), a link that says it has none.
+        try:
+            import network
+        except ImportError:
+            from firmware.net.link import NoLink
+            return NoLink(clock, log)
+        from firmware.net.link import WlanLink
+        return WlanLink(clock, log, network, cfg["wifi_ssid"], cfg["wifi_pass"])
+
     def skip_pressed(self):
         # A board button that asks to skip the firmware (besides boot_skip).
         return False

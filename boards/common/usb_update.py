@@ -1,7 +1,8 @@
 # The board side of the technician's USB update (tools/flash_bundle.py):
 # after the bench REPL handed the console over to mpremote (contactors open,
 # charger stopped), mpremote copies the signed bundle to /update.bundle and
-# runs usb_update.run(target, now=<host time>), which prints one result line
+# runs usb_update.run(target, now=<host time>, port=Port()) with the board's
+# port (boards/<board>/port.py), which prints one result line
 #   UPDATE OK slot B version 1.3.0
 #   UPDATE REFUSED <reason>: <detail>
 # and returns True/False. The host resets the board on OK; the loader then
@@ -23,16 +24,6 @@ EPOCH_2000 = 946684800  # ports whose time.time() counts from 2000
 PLAUSIBLE = 1735689600  # 2025-01-01: an RTC before this was never set
 
 
-def port_for(target):
-    if target == "esp32":
-        from boards.esp32.port import Esp32Port
-        return Esp32Port()
-    if target == "rp2040":
-        from boards.rp2040.port import Rp2040Port
-        return Rp2040Port()
-    raise ValueError("unknown target %r" % target)
-
-
 def wall_now():
     t = time.time()
     if time.gmtime(0)[0] == 2000:
@@ -45,8 +36,8 @@ def installed_roots(store):
     store holds (InstallCertificate, or seeded from config fw_root), else
     <store root>/manufacturer_roots.pem put there at the factory."""
     from firmware.crypto import pem
-    from firmware.ocpp.certs import stored_roots, MF_ROOT
-    roots = stored_roots(store, MF_ROOT)
+    from firmware.app import manufacturer_roots
+    roots = manufacturer_roots(store)
     if roots:
         return roots
     try:
@@ -84,7 +75,8 @@ def run(target, path=BUNDLE, now=None, port=None, roots=None, keep=False, factor
     from firmware.ota import local
     ok = False
     try:
-        port = port or port_for(target)
+        if port is None:  # the board's own (boards/<board>/port.py Port), named by the caller
+            raise ValueError("no port given for %r" % target)
         store = Store(port.store_root())
         if now is None:
             now = wall_now()

@@ -27,3 +27,6 @@ class Esp32Port(MachinePort):
         a = ADC(Pin(pin))
         a.atten(ADC.ATTN_11DB)
         return a.read_uv, 1, 1000
+
+
+Port = Esp32Port  # the name tools/flash_bundle.py imports for any board

@@ -23,3 +23,6 @@ class Rp2040Port(MachinePort):
             return rp2.bootsel_button() == 1
         except (ImportError, AttributeError):
             return False
+
+
+Port = Rp2040Port  # the name tools/flash_bundle.py imports for any board

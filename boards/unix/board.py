@@ -18,6 +18,7 @@ from firmware.core.sched import Tasks
 from firmware.sim.plant import Plant
 from firmware.sim.hw import SimHardware
 from firmware.ota.slots import Slots, FACTORY
+from firmware.net.link import HostLink
 from firmware.version import VERSION as FACTORY_VERSION
 from firmware.bench import BenchError, check_args
 from boards.common import loader
@@ -77,6 +78,9 @@ class UnixBoard:
         self.station = None
         self.log = None
         self.trial = None
+        self.target = TARGET
+        self.serial = None  # BootNotification's serial: "SIM-" + the charger id
+        self.net = HostLink(self.clock)  # the host's network
         # --working-tree: the source tree runs, whatever slot the boot record
         # names, until this run changes the record (an update installed here
         # boots as on a board). None: the boot record decides.
@@ -92,64 +96,23 @@ class UnixBoard:
         return self.loader.boot(self._start)
 
     def _start(self, slot, report, failures):
+        # Runs with `firmware` read from the chosen image; the charger is put
+        # together by its composition root (firmware/app.py).
         from firmware.core.log import Log
-        from firmware.core import config as config_mod
-        from firmware.station import Station
-        from firmware.bench import Bench
-        from firmware.ota.update import Updater
+        from firmware import app
         echo = (lambda line: self.out.write(line + "\n")) if self.opts["echo_log"] else None
         self.log = Log(self.clock, echo=echo)
         self.store.attach_log(self.log)
         self.tasks.log = self.log
         self.slots.log = self.log
-        self.bench = Bench(self)
-        cfg, errors = config_mod.load(self.store, self.opts["set"])
-        for e in errors:
-            self.log.error("config", e)
-        self.log.level = cfg["log_level"]
-        self.log.json = cfg["log_json"]
-        for why in failures:
-            self.log.error("boot", why)
-        self.log.info("boot", "image %s (%s): %s" % (slot, self.slots.version(slot), report))
-        self.station = Station(self.hw, self.clock, self.store, cfg, self.log, slot=slot)
-        st = self.station
-        st.reboot = self.reboot
-        st.updater = Updater(self.slots, TARGET, self.log)
-        st.boot_info = self.loader.boot_info(slot, report, failures)
-        if self.tree_record is not None:
-            st.boot_info["trial"] = False  # a trial armed in a slot is not the working tree's to confirm
-        elif slot != FACTORY:
+        self.bench = app.bench(self)
+        cfg = app.load_config(self.store, self.log, self.opts["set"])
+        st = app.build(self, cfg, self.log, slot, report, failures,
+                       working_tree=self.tree_record is not None)
+        if self.tree_record is None and slot != FACTORY:
             self.out.write("image: slot %s (firmware %s), not the working tree\n" % (slot, st.version))
-        if cfg["csms_url"]:
-            self._attach_ocpp(cfg)
-        st.start()
-        self.trial = self.loader.watch(st, self.reboot, cfg)
+        self.trial = app.start(self, st, cfg)
         return st
-
-    def _attach_ocpp(self, cfg):
-        # Imported only when a CSMS is configured: a free-vend charger does not
-        # carry the OCPP client in its heap.
-        from firmware.ocpp.client import OcppClient
-        from firmware.net.ws import connect
-        cp_id = cfg["id"]
-        ca = None
-        if cfg["csms_ca"]:
-            try:
-                with open(cfg["csms_ca"], "rb") as f:
-                    ca = f.read()
-            except OSError as e:
-                self.log.error("config", "csms_ca: cannot read %s: %s; wss:// will be refused" % (cfg["csms_ca"], e))
-        tls_url = cfg["csms_tls_url"]
-        # Security profiles (firmware/ocpp/profile.py): the certificate files
-        # seed the charger's certificate store at first boot; the link
-        # arguments are worked out anew for every connection.
-        opts = {"url": cfg["csms_url"].rstrip("/") + "/" + cp_id, "id": cp_id,
-                "tls_url": tls_url.rstrip("/") + "/" + cp_id if tls_url else "",
-                "auth_key": cfg["auth_key"], "security_profile": cfg["security_profile"],
-                "basic": (cp_id, cfg["auth_key"]) if cfg["auth_key"] else None, "ca": ca,
-                "ca_path": cfg["csms_ca"], "fw_root": cfg["fw_root"], "cp_cert": cfg["cp_cert"],
-                "cp_key": cfg["cp_key"], "serial": "SIM-" + cp_id}
-        OcppClient(self.station, opts, connect)
 
     def status(self):
         s = self.station.status()
@@ -157,6 +120,7 @@ class UnixBoard:
         p.step(self.clock.ticks_ms())  # the world moves on even while the firmware is stuck
         s["plant"] = p.summary()
         s["time_mode"] = self.opts["time"]
+        s["net"] = self.net.info()
         return s
 
     async def advance(self, req):

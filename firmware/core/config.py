@@ -44,7 +44,10 @@ SCHEMA = {
     "cp_key": ("str", "", 0, 200, "its private key file (PEM or DER)"),
     "fw_root": ("str", "", 0, 200, "manufacturer root certificate file (PEM or DER) for signed firmware, "
                 "installed at first boot"),
+    "wifi_ssid": ("str", "", 0, 32, "WiFi network the ESP32 / Pico W joins (station mode); empty: no WiFi"),
+    "wifi_pass": ("str", "", 0, 63, "its WPA2 passphrase (empty: an open network); never shown"),
 }
+SECRETS = ("auth_key", "wifi_pass")  # never in a log line, a status or an archive
 
 # What a present but bad value falls back to, where the default is not the
 # safe choice: a garbled current limit must not give the installation's
@@ -204,8 +207,9 @@ def validate(raw):
             fallback = ON_ERROR.get(k, default)
             if present:
                 want = "true or false" if kind == "bool" else "%s %s..%s" % (kind, lo, hi)
-                errors.append("%s: must be %s, got %r; using %r%s" % (
-                    k, want, v, fallback, " (a CSMS is configured)" if k == "free_vend" and csms else ""))
+                errors.append("%s: must be %s, got %s; using %r%s" % (
+                    k, want, "a secret of %d characters" % len(v) if k in SECRETS and isinstance(v, str)
+                    else repr(v), fallback, " (a CSMS is configured)" if k == "free_vend" and csms else ""))
             v = fallback
         cfg[k] = v
     return cfg, errors

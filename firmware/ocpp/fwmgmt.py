@@ -352,8 +352,9 @@ class FirmwareManagement:
         t.add_file("log.txt", st.store.path("log.txt"))
         t.add_bytes("status.json", json.dumps(st.status()).encode())
         cfg = dict(st.cfg)
-        if cfg.get("auth_key"):
-            cfg["auth_key"] = "(set)"  # secrets stay on the charger
+        for k in ("auth_key", "wifi_pass"):
+            if cfg.get(k):
+                cfg[k] = "(set)"  # secrets stay on the charger
         t.add_bytes("config.json", json.dumps(cfg).encode())
         keys, _ = self.cl.keys.report()
         t.add_bytes("ocpp_keys.json", json.dumps(keys).encode())
