@@ -281,7 +281,12 @@ class Bench:
         return self._inject(name, c, True)
 
     def clear(self, name, c=1):
-        return self._inject(name, c, False)
+        r = self._inject(name, c, False)
+        if name == "weld" and self.board.plant is not None:
+            # The technician's new contactor: its contacts are open now, so
+            # service("weld") on the same line sees the aux open.
+            self.board.hw.step(self.board.clock.ticks_ms())
+        return r
 
     def token(self, tag, c=1):
         conn = self._conn(c)
@@ -317,23 +322,17 @@ class Bench:
         return {}
 
     def service(self, code=None, c=1):
+        # The firmware's rule, the same at the bench as over OCPP or on
+        # hardware: a latched fault clears only once its cause is gone (a
+        # weld: the aux contact reads open). At the simulated bench the
+        # repair is its own step: clear("weld") replaces the contactor.
         conn = self._conn(c)
-        replaced = False
-        plant = self.board.plant
-        if plant is not None and code in (None, "weld") and plant.outlets[c - 1].contactor.welded \
-                and "weld" in conn.faults.active:
-            # At the simulated bench the service visit includes the repair: the
-            # welded contactor is replaced (the plant's weld goes) before the
-            # latched fault is cleared. On hardware the aux contact must read
-            # open, and service() refuses while it does not.
-            self._inject("weld", c, False)
-            self.board.hw.step(self.board.clock.ticks_ms())  # the aux reads open now
-            replaced = True
         done = conn.clear_latched(code)
         self._changed()
         if not done:
-            raise BenchError("service: nothing cleared (no such latched fault, or its cause is still there)")
-        return {"cleared": done, "replaced": ["contactor"] if replaced else []}
+            raise BenchError("service: nothing cleared (no such latched fault, or its cause is still there: "
+                             "at the simulated bench clear(\"weld\") replaces a welded contactor first)")
+        return {"cleared": done}
 
     def advance(self, ms):
         raise BenchError("advance: only over the control channel with simulated time")

@@ -374,8 +374,11 @@ def test_service_weld_works_as_the_readme_writes_it(repl):
     assert "the contacts stick when the contactor opens" in out, out
     fw.advance(2000)
     assert "weld" in [f["code"] for f in fw.conn()["faults"]]
-    out = repl.run('service("weld")')  # no clear("weld") first
-    assert "contactor replaced, cleared: weld" in out, out
+    out = repl.run('service("weld")')  # the contacts are still welded: refused
+    assert "cleared: weld" not in out and "nothing cleared" in out, out
+    assert "weld" in [f["code"] for f in fw.conn()["faults"]]
+    out = repl.run('clear("weld"); service("weld")')  # the contactor replaced, then the latch cleared
+    assert "cleared: weld" in out, out
     fw.advance(200)
     c = fw.conn()
     assert c["faults"] == [] and not c["contactor"] and not c["aux"], c
