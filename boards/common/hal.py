@@ -397,7 +397,8 @@ class PinHardware:
         for i in range(self.connectors):
             rd = self._ct_rd[i]
             if rd is not None:
-                self._ct[i].burst(rd, self._num, self._den, _CT_BURST)
+                # Stamped: the meter files each burst by its mains phase (fe.Rms).
+                self._ct[i].burst(rd, self._num, self._den, _CT_BURST, time.ticks_us())
         dt = ticks_diff(now, self._window_at)
         if dt < _WINDOW_MS:
             return
@@ -432,6 +433,7 @@ class PinHardware:
         # The low-priority task. An exception is logged once and retried; if
         # it keeps failing, sample() reports temperature and meter as failed
         # after _STALE_MS, so the firmware stops charging.
+        stagger = 0
         while True:
             try:
                 self.slow(clock.ticks_ms())
@@ -439,7 +441,11 @@ class PinHardware:
                 self.slow_errors += 1
                 if log and self.slow_errors == 1:
                     log.error("board", "meter/NTC read failed: %r" % e)
-            await clock.sleep_ms(SLOW_MS)
+            # Staggered (SLOW_MS..SLOW_MS+4): wake-ups come in whole ms and
+            # queue behind the control tick, so a fixed period settles on a
+            # few phases of the mains cycle; the meter's fit needs more.
+            stagger = stagger + 1 if stagger < 4 else 0
+            await clock.sleep_ms(SLOW_MS + stagger)
 
     # --- for a technician (allocates; never from the control loop) -----------------
     def info(self):
