@@ -141,6 +141,12 @@ class Rms:
         self.rq = [0] * 5  # sum of f * (burst mean square >> _QSH)
         self.ph = 0  # phase of the last stamped burst, us into the mains period
         self.t = None  # its ticks_us stamp
+        self._m = [[0.0] * 7 for _ in range(5)]  # the fit's equations, set aside at close()
+        self._x = [[0.0] * 5, [0.0] * 5]
+        self._i = 7  # fit progress: 0..4 elimination, 5 back substitution, 6 plain, 7 done
+        self._w = 0
+        self._plain = None
+        self.rms = None
 
     def burst(self, read, num, den, count, t_us=None):
         # t_us: time.ticks_us() at the burst's start, or None (phase unknown).
@@ -182,71 +188,92 @@ class Rms:
                 nm[i] += fa * f[b]
                 i += 1
 
-    def _fit(self):
-        # -> (mean, mean square) over the whole cycle, or None when the
-        # bursts' phases do not pin the harmonics down.
+    def close(self):
+        # Ends the window. False: nothing measured (rms None). True: the
+        # window's sums are set aside and step() finishes it in slices (each
+        # well under a ms on an RP2040; the whole fit would block ~3.5 ms).
+        # The next window's bursts may come in between.
+        self.rms = None
+        if not self.b:
+            return False
+        mean = self.s / self.n
+        self._plain = (mean, self.q / self.b)
+        # The bias moves at the window's edge, so one window's sums share it;
+        # the fit takes any remaining offset out itself.
+        self.bias += int(mean)
+        self._i = 6  # no fit: straight to the plain mean
         nm = self.nm
         w = nm[0]
-        if self.b < 8 or w < 8 * _ONE * _ONE:
-            return None
-        m = [[0.0] * 7 for _ in range(5)]
-        i = 0
-        for a in range(5):
-            for b in range(a, 5):
-                m[a][b] = m[b][a] = float(nm[i])
-                i += 1
-            m[a][5] = self.rs[a] / self.c
-            m[a][6] = float(self.rq[a] << _QSH)
-        # Elimination with partial pivoting; a small pivot means the covered
-        # phases cannot tell the harmonics apart: no fit.
+        if self.b >= 8 and w >= 8 * _ONE * _ONE:
+            m = self._m
+            i = 0
+            for a in range(5):
+                for b in range(a, 5):
+                    m[a][b] = m[b][a] = float(nm[i])
+                    i += 1
+                m[a][5] = self.rs[a] / self.c
+                m[a][6] = float(self.rq[a] << _QSH)
+            self._w = w
+            self._i = 0
+        self.s = self.q = self.n = self.b = 0
+        for i in range(15):
+            nm[i] = 0
         for i in range(5):
+            self.rs[i] = self.rq[i] = 0
+        return True
+
+    def step(self):
+        # One slice of the fit; True once self.rms holds the window's RMS in
+        # mV (float). Elimination with partial pivoting, one column a call; a
+        # small pivot means the covered phases cannot tell the harmonics
+        # apart: the plain mean.
+        i = self._i
+        m = self._m
+        if i < 5:
             p = i
             for r in range(i + 1, 5):
                 if abs(m[r][i]) > abs(m[p][i]):
                     p = r
             m[i], m[p] = m[p], m[i]
-            if abs(m[i][i]) < w * 0.02:
-                return None
-            for r in range(i + 1, 5):
-                g = m[r][i] / m[i][i]
-                if g:
-                    for j in range(i, 7):
-                        m[r][j] -= g * m[i][j]
-        # Back substitution, both right-hand sides; x[c] then holds the
-        # coefficients (constant, cos, sin, cos 2, sin 2) in units of 1/_ONE.
-        x = [[0.0] * 5, [0.0] * 5]
-        for c in range(2):
-            xc = x[c]
-            for i in range(4, -1, -1):
-                v = m[i][5 + c]
-                for j in range(i + 1, 5):
-                    v -= m[i][j] * xc[j]
-                xc[i] = v / m[i][i]
-        mean = x[0][0] * _ONE
-        sq = x[1][0] * _ONE
-        # A sine's square swings by its own mean square at twice the mains
-        # frequency. Far less swing: the phases are not those of 50 Hz (a
-        # 60 Hz grid): the fit only adds noise, the plain mean is right.
-        swing = math.sqrt(x[1][3] ** 2 + x[1][4] ** 2) * _ONE
-        if swing < 0.5 * (sq - mean * mean):
-            return None
-        return mean, sq
+            if abs(m[i][i]) < self._w * 0.02:
+                self._i = 6
+            else:
+                for r in range(i + 1, 5):
+                    g = m[r][i] / m[i][i]
+                    if g:
+                        for j in range(i + 1, 7):
+                            m[r][j] -= g * m[i][j]
+                self._i = i + 1
+            return False
+        mean, sq = self._plain
+        if i == 5:
+            # Back substitution, both right-hand sides: the coefficients
+            # (constant, cos, sin, cos 2, sin 2) in units of 1/_ONE.
+            x = self._x
+            for c in range(2):
+                xc = x[c]
+                for i in range(4, -1, -1):
+                    v = m[i][5 + c]
+                    for j in range(i + 1, 5):
+                        v -= m[i][j] * xc[j]
+                    xc[i] = v / m[i][i]
+            fm = x[0][0] * _ONE
+            fq = x[1][0] * _ONE
+            # A sine's square swings by its own mean square at twice the
+            # mains frequency. Far less swing: the phases are not those of
+            # 50 Hz (a 60 Hz grid): the fit only adds noise, the plain mean
+            # is right.
+            if math.sqrt(x[1][3] ** 2 + x[1][4] ** 2) * _ONE >= 0.5 * (fq - fm * fm):
+                mean, sq = fm, fq
+        ms = sq - mean * mean
+        self.rms = math.sqrt(ms) if ms > 0 else 0.0
+        self._i = 7
+        return True
 
     def take(self):
-        # -> RMS in mV (float) of the AC part since the last take, or None.
-        if not self.b:
-            return None
-        fit = self._fit()
-        if fit is None:
-            mean = self.s / self.n
-            ms = self.q / self.b - mean * mean
-        else:
-            mean, sq = fit
-            ms = sq - mean * mean
-        self.bias += int(mean)
-        self.s = self.q = self.n = self.b = 0
-        for i in range(15):
-            self.nm[i] = 0
-        for i in range(5):
-            self.rs[i] = self.rq[i] = 0
-        return math.sqrt(ms) if ms > 0 else 0.0
+        # -> RMS in mV (float) of the AC part since the last take, or None:
+        # close() and all of step() at once (host tools, tests).
+        if self.close():
+            while not self.step():
+                pass
+        return self.rms

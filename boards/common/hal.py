@@ -219,6 +219,8 @@ class PinHardware:
         # Slow path: CT meter and NTC.
         self._ct_rd = [None if p is None else port.adc(p, adc_mv)[0] for p in P["ct_adc"]]
         self._ct = [fe.Rms(self._vref // 2) for _ in range(n)]
+        self._ct_wait = bytearray(n)  # a closed window's fit still running
+        self._ct_dt = [0] * n  # that window's length, ms
         self._ct_turns = P["ct_turns"]
         self._ct_burden = P["ct_burden"]
         self._ct_floor = P["ct_floor_ma"]
@@ -399,6 +401,11 @@ class PinHardware:
             if rd is not None:
                 # Stamped: the meter files each burst by its mains phase (fe.Rms).
                 self._ct[i].burst(rd, self._num, self._den, _CT_BURST, time.ticks_us())
+        for i in range(self.connectors):
+            # A window's fit runs in slices, one a wake (frontend.Rms.step).
+            if self._ct_wait[i] and self._ct[i].step():
+                self._ct_wait[i] = 0
+                self._meter(i, self._ct[i].rms, self._ct_dt[i])
         dt = ticks_diff(now, self._window_at)
         if dt < _WINDOW_MS:
             return
@@ -406,19 +413,26 @@ class PinHardware:
         for i in range(self.connectors):
             if self._ct_rd[i] is None:
                 continue
-            rms = self._ct[i].take()
-            self.ct_rms_mv[i] = rms
-            ma = 0 if rms is None else fe.ct_ma(rms, self._ct_burden, self._ct_turns)
-            if ma < self._ct_floor:
-                ma = 0
-            w = ma * (self._v_mv // 1000) * self._phases // 1000
-            # Energy over the window at its mean power.
-            wh, self._mj[i] = fe.energy_step(self._mj[i], w, dt)
-            self._wh[i] += wh
-            self._ma[i] = ma
-            self._w[i] = w
+            if self._ct[i].close():
+                self._ct_wait[i] = 1
+                self._ct_dt[i] = dt
+            else:
+                self._meter(i, None, dt)
         self._temp = self._read_ntc()
         self._fresh_at = now
+
+    def _meter(self, i, rms, dt):
+        # A closed window's RMS (None: nothing measured) -> current, power, energy.
+        self.ct_rms_mv[i] = rms
+        ma = 0 if rms is None else fe.ct_ma(rms, self._ct_burden, self._ct_turns)
+        if ma < self._ct_floor:
+            ma = 0
+        w = ma * (self._v_mv // 1000) * self._phases // 1000
+        # Energy over the window at its mean power.
+        wh, self._mj[i] = fe.energy_step(self._mj[i], w, dt)
+        self._wh[i] += wh
+        self._ma[i] = ma
+        self._w[i] = w
 
     def _read_ntc(self):
         rd = self._ntc_rd
