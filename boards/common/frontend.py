@@ -120,14 +120,14 @@ class Rms:
     # squares is then biased by the phase the grid happens to have against
     # the mains (measured in the RP2040 emulator: 13.3..14.7 A for 16 A).
     # So each burst is placed on the 50 Hz cycle (from its ticks_us stamp),
-    # and take() fits the bursts' mean and mean square with the mains
+    # and once a window close() and step() fit the bursts' mean and mean square with the mains
     # harmonics (1, cos/sin of the phase and of twice the phase, least
     # squares): the fit's constant terms are the cycle averages, whatever part
     # of the cycle the bursts covered. Bursts without a stamp, too few phases
     # for a sound fit, or a square that does not swing as a 50 Hz sine's does
     # (a 60 Hz grid, where the 10 ms grid drifts over the cycle anyway) fall
     # back to the plain mean. Per burst only small ints are summed (the
-    # normal equations in fixed point); floats only in take(), once a second.
+    # normal equations in fixed point); floats only in close() and step().
     def __init__(self, bias_mv):
         self.bias = bias_mv
         self.s = 0  # sum of (x - bias)
