@@ -220,6 +220,8 @@ class PinHardware:
         # Slow path: CT meter and NTC.
         self._ct_rd = [None if p is None else port.adc(p, adc_mv)[0] for p in P["ct_adc"]]
         self._ct = [fe.Rms(self._vref // 2) for _ in range(n)]
+        self._ct_wait = bytearray(n)  # a closed window's fit still running
+        self._ct_dt = [0] * n  # that window's length, ms
         self._ct_turns = P["ct_turns"]
         self._ct_burden = P["ct_burden"]
         self._ct_floor = P["ct_floor_ma"]
@@ -398,7 +400,13 @@ class PinHardware:
         for i in range(self.connectors):
             rd = self._ct_rd[i]
             if rd is not None:
-                self._ct[i].burst(rd, self._num, self._den, _CT_BURST)
+                # Stamped: the meter files each burst by its mains phase (fe.Rms).
+                self._ct[i].burst(rd, self._num, self._den, _CT_BURST, time.ticks_us())
+        for i in range(self.connectors):
+            # A window's fit runs in slices, one a wake (frontend.Rms.step).
+            if self._ct_wait[i] and self._ct[i].step():
+                self._ct_wait[i] = 0
+                self._meter(i, self._ct[i].rms, self._ct_dt[i])
         dt = ticks_diff(now, self._window_at)
         if dt < _WINDOW_MS:
             return
@@ -406,19 +414,26 @@ class PinHardware:
         for i in range(self.connectors):
             if self._ct_rd[i] is None:
                 continue
-            rms = self._ct[i].take()
-            self.ct_rms_mv[i] = rms
-            ma = 0 if rms is None else fe.ct_ma(rms, self._ct_burden, self._ct_turns)
-            if ma < self._ct_floor:
-                ma = 0
-            w = ma * (self._v_mv // 1000) * self._phases // 1000
-            # Energy over the window at its mean power.
-            wh, self._mj[i] = fe.energy_step(self._mj[i], w, dt)
-            self._wh[i] += wh
-            self._ma[i] = ma
-            self._w[i] = w
+            if self._ct[i].close():
+                self._ct_wait[i] = 1
+                self._ct_dt[i] = dt
+            else:
+                self._meter(i, None, dt)
         self._temp = self._read_ntc()
         self._fresh_at = now
+
+    def _meter(self, i, rms, dt):
+        # A closed window's RMS (None: nothing measured) -> current, power, energy.
+        self.ct_rms_mv[i] = rms
+        ma = 0 if rms is None else fe.ct_ma(rms, self._ct_burden, self._ct_turns)
+        if ma < self._ct_floor:
+            ma = 0
+        w = ma * (self._v_mv // 1000) * self._phases // 1000
+        # Energy over the window at its mean power.
+        wh, self._mj[i] = fe.energy_step(self._mj[i], w, dt)
+        self._wh[i] += wh
+        self._ma[i] = ma
+        self._w[i] = w
 
     def _read_ntc(self):
         rd = self._ntc_rd
@@ -433,6 +448,7 @@ class PinHardware:
         # The low-priority task. An exception is logged once and retried; if
         # it keeps failing, sample() reports temperature and meter as failed
         # after _STALE_MS, so the firmware stops charging.
+        stagger = 0
         while True:
             try:
                 self.slow(clock.ticks_ms())
@@ -440,7 +456,11 @@ class PinHardware:
                 self.slow_errors += 1
                 if log and self.slow_errors == 1:
                     log.error("board", "meter/NTC read failed: %s" % errtext(e))
-            await clock.sleep_ms(SLOW_MS)
+            # Staggered (SLOW_MS..SLOW_MS+4): wake-ups come in whole ms and
+            # queue behind the control tick, so a fixed period settles on a
+            # few phases of the mains cycle; the meter's fit needs more.
+            stagger = stagger + 1 if stagger < 4 else 0
+            await clock.sleep_ms(SLOW_MS + stagger)
 
     # --- for a technician (allocates; never from the control loop) -----------------
     def info(self):
