@@ -30,7 +30,7 @@ help:
 	@echo "  make sim           the firmware on the Unix port with the simulated plant and the dev CSMS"
 	@echo "                     (SIM_ARGS=--help for its options, SIM_DIR=dir for the simulation directory)"
 	@echo "  make clean-sim     delete the simulation directory ($(SIM_DIR)): the next make sim starts fresh"
-	@echo "  make test          cross-compile every module, then the whole test suite (about 6 minutes)"
+	@echo "  make test          cross-compile every module, then the whole test suite (about 950 tests, several minutes)"
 	@echo "  make mpy           cross-compile every firmware and board module for ESP32 and RP2040"
 	@echo "  make bench         control-loop lateness, heap and allocation figures"
 	@echo "  make flash-bundle  install a signed bundle on a board over USB (BUNDLE=fw.signed [PORT=...])"

@@ -188,6 +188,8 @@ def answer(op, kw, r, bench):
         return r["result"] + on
     if op == "token":
         return "%s: %s%s" % (kw["tag"], r["result"], on)
+    if op == "plant_reset":
+        return r["result"]
     if op == "tamper":
         return "enclosure " + ("opened" if kw["opened"] else "closed")
     if op == "stall":
