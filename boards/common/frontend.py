@@ -16,6 +16,7 @@
 import math
 import time
 from micropython import const
+from firmware.core.clock import us_diff  # ticks_us stamps: the port's own period
 
 _Q = const(10)  # pilot gain fixed point: gain_q = round(gain * 1024)
 PP_OPEN = const(100000)  # PP reading of an open circuit (no cable, or a broken one), ohm
@@ -168,7 +169,7 @@ class Rms:
         # The phase moves on by the time since the last burst (wrap-safe,
         # whatever the period of the port's ticks_us).
         if self.t is not None:
-            self.ph = (self.ph + time.ticks_diff(t_us, self.t)) % _MAINS_US
+            self.ph = (self.ph + us_diff(t_us, self.t)) % _MAINS_US
         self.t = t_us
         k = self.ph * _STEPS // _MAINS_US
         k2 = 2 * k % _STEPS

@@ -18,7 +18,7 @@
 # firmware raises as PowerMeterFailure: no metering, no charging.
 import time
 import micropython
-from firmware.core.clock import ticks_add, ticks_diff, ticks_ms  # the boards' 2^30 tick period
+from firmware.core.clock import ticks_add, ticks_diff, ticks_ms, us_diff  # the boards' 2^30 tick period; us_diff for ticks_us
 from array import array
 from micropython import const
 from boards.common import frontend as fe
@@ -260,7 +260,7 @@ class PinHardware:
         # build: the loop _pilot_burst uses, timed.
         t0 = time.ticks_us()
         _fill(buf, 64, rd, 1)
-        return max(1, ticks_diff(time.ticks_us(), t0) // 64)  # a few ms: well inside 2^29
+        return max(1, us_diff(time.ticks_us(), t0) // 64)
 
     # --- outputs -----------------------------------------------------------------
     def pilot(self, i, duty):

@@ -53,6 +53,12 @@ else:
 
 
 
+def us_diff(a_us, b_us):
+    # a - b for two time.ticks_us() stamps (the port's own period on both,
+    # so wrap-safe): for timing and phase, never for control decisions.
+    return time.ticks_diff(a_us, b_us)
+
+
 def us_since(t0_us):
     # Microseconds since a time.ticks_us() stamp (the port's own period on
     # both ends, so wrap-safe): for timing work, never for control decisions.
