@@ -315,9 +315,14 @@ def _first_screen(term, d, *extra):
     t = term(*sim_args(d, csms=False), *extra)
     t.wait_for(">>> ")
     t.type("status()\n")
-    t.wait_for(re.compile(r"firmware \S+").search)
+    t.wait_for(re.compile(r"firmware \S+ \(slot \w\)").search)  # status()'s block, not the boot log line
+    t.wait_for("\n>>> ")  # the command has returned: Ctrl-C is the REPL's, not the command's
     t.ctrl_c()
-    t.wait_exit()
+    try:
+        t.wait_exit(3)
+    except AssertionError:
+        t.ctrl_c()  # on a terminal the first Ctrl-C may only drop the line ("Ctrl-C twice quits")
+        t.wait_exit()
     return t.out
 
 
