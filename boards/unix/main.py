@@ -69,7 +69,9 @@ def check(o):
     for a in o["set"]:
         e = apply_override(raw, a)
         if e:
-            errors.append("--set " + e)  # an unknown key's line names the nearest one
+            # An unknown key's line names the nearest one. Here it refuses the
+            # start (make sim checks first), so it is not "ignored".
+            errors.append("--set " + e.replace("unknown key, ignored;", "unknown key;"))
     try:
         validate(raw)  # what would refuse the start (a bad charger id)
     except ConfigError as e:
