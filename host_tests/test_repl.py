@@ -180,7 +180,9 @@ def test_ctrl_c_drops_the_line_and_the_charger_goes_on(repl):
     repl.run("")  # the Enter that follows runs nothing
     assert fw.status()["plant"]["ev"] == ["C"]
     assert_still_charging(fw)
+    n = fw.console().count(PROMPT)
     repl.send("\x03\x03")
+    repl.wait(lambda t: t.count(PROMPT) >= n + 2)  # both dropped lines answered before the next command
     out = repl.run("status()")
     assert "contactor closed" in out, out
     # Half a line, Ctrl-C, then a whole one: only the whole one runs.
