@@ -70,7 +70,7 @@ def pow_work(b, e, m, step=STEP_BITS):
     # each unit is at most 2*step modular products. Shared with rsa.py.
     r = 1
     b %= m
-    i = _bitlen(e) - 1
+    i = bitlen(e) - 1
     k = 0
     while i >= 0:
         r = r * r % m
@@ -94,7 +94,8 @@ def _to_affine(X, Y, Z):
     return run_sync(_to_affine_work(X, Y, Z))
 
 
-def _bitlen(n):
+def bitlen(n):
+    # int.bit_length() is missing on some MicroPython builds (shared by rsa, policy).
     b = 0
     while n >> (b + 32):
         b += 32
@@ -126,7 +127,7 @@ def verify_work(qx, qy, digest, sig):
     sx, sy, sz = _add_affine(GX, GY, 1, qx, qy)
     gq = (yield from _to_affine_work(sx, sy, sz)) if sz else None
     X, Y, Z = 0, 1, 0
-    for i in range(max(_bitlen(u1), _bitlen(u2)) - 1, -1, -1):
+    for i in range(max(bitlen(u1), bitlen(u2)) - 1, -1, -1):
         X, Y, Z = _double(X, Y, Z)
         b1 = (u1 >> i) & 1
         b2 = (u2 >> i) & 1

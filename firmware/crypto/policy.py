@@ -21,6 +21,7 @@
 from firmware.crypto import VerifyError
 from firmware.crypto import der
 from firmware.crypto import x509ext
+from firmware.crypto.ecdsa import bitlen
 
 MAX_CHAIN = 4
 OID_CODE_SIGNING = "1.3.6.1.5.5.7.3.3"
@@ -45,15 +46,6 @@ REASONS = (SIGNER_IS_CA, SIGNER_KEY_USAGE, SIGNER_EXT_KEY_USAGE, BAD_KEY, ISSUER
            "malformed", "unsupported_algorithm", "unsupported_key", "key_algorithm_mismatch")
 
 
-def _bitlen(n):
-    b = 0
-    while n >> (b + 64):
-        b += 64
-    while n >> b:
-        b += 1
-    return b
-
-
 def check_extensions(c):
     if c.unknown_critical:
         raise VerifyError(UNKNOWN_CRITICAL_EXTENSION, "%s in %s" % (c.unknown_critical[0], c.subject_cn))
@@ -62,7 +54,7 @@ def check_extensions(c):
 def check_key(c):
     k = c.public_key
     if k[0] == "rsa":
-        bits = _bitlen(k[1])
+        bits = bitlen(k[1])
         e = k[2]
         if not 2048 <= bits <= 4096 or e < 3 or not e & 1 or e >> 256:
             raise VerifyError(BAD_KEY, "rsa %d bits in %s" % (bits, c.subject_cn))

@@ -8,6 +8,7 @@ import hashlib
 
 from firmware.core.work import run_sync
 from firmware.crypto import VerifyError
+from firmware.crypto.ecdsa import bitlen
 
 HLEN = 32
 # DER DigestInfo header for SHA-256 (RFC 8017 9.2 note 1).
@@ -16,22 +17,12 @@ MIN_BITS = 2048
 MAX_BITS = 4096
 
 
-def _bitlen(n):
-    # int.bit_length() is missing on some MicroPython builds.
-    b = 0
-    while n >> (b + 64):
-        b += 64
-    while n >> b:
-        b += 1
-    return b
-
-
 RSA_STEP_BITS = 1  # exponent bits between yields: <= 2 products of up to 4096 bits
 
 
 def _public_op(n, e, sig, k):
     # RSAVP1 with the size checks shared by both encodings; returns an int.
-    bits = _bitlen(n)
+    bits = bitlen(n)
     if bits < MIN_BITS or bits > MAX_BITS:
         raise VerifyError("unsupported_key", "rsa %d bits" % bits)
     # Bounded exponent keeps pow() cheap on a hostile key; real keys use 65537.
@@ -48,7 +39,7 @@ def _public_op(n, e, sig, k):
 
 
 def verify_pkcs1v15_work(n, e, digest, sig):
-    k = (_bitlen(n) + 7) // 8
+    k = (bitlen(n) + 7) // 8
     m, _ = yield from _public_op(n, e, sig, k)
     # Rebuild the one valid encoding and compare: no parsing of attacker-chosen padding.
     tlen = len(SHA256_DIGESTINFO) + HLEN
@@ -68,7 +59,7 @@ def mgf1(seed, length):
 
 def verify_pss_work(n, e, digest, sig, salt_len=None):
     # salt_len None: recover the salt length from the padding (any length accepted).
-    k = (_bitlen(n) + 7) // 8
+    k = (bitlen(n) + 7) // 8
     m, bits = yield from _public_op(n, e, sig, k)
     em_bits = bits - 1
     em_len = (em_bits + 7) // 8
